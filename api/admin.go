@@ -1,0 +1,190 @@
+package api
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/domain/app"
+)
+
+// CreateAppRequest is the body of POST /admin/v1/apps.
+type CreateAppRequest struct {
+	Name string `json:"name"`
+	// WebhookURL, when set, configures the webhook channel at priority 100.
+	WebhookURL string `json:"webhook_url,omitempty"`
+}
+
+// CreatedApp answers POST /admin/v1/apps: the only time the secret is shown.
+type CreatedApp struct {
+	AppID     string `json:"app_id"`
+	Name      string `json:"name"`
+	AppKey    string `json:"app_key"`
+	AppSecret string `json:"app_secret"`
+}
+
+// AppView is an app without its secret.
+type AppView struct {
+	AppID     string                       `json:"app_id"`
+	Name      string                       `json:"name"`
+	AppKey    string                       `json:"app_key"`
+	Channels  map[string]app.ChannelConfig `json:"channels"`
+	Blacklist map[string][]string          `json:"blacklist"`
+}
+
+func viewApp(a *app.App) AppView {
+	v := AppView{AppID: a.ID, Name: a.Name, AppKey: a.Key, Channels: a.Channels, Blacklist: map[string][]string{}}
+	if v.Channels == nil {
+		v.Channels = map[string]app.ChannelConfig{}
+	}
+	for kind, set := range a.Blacklist {
+		for val := range set {
+			v.Blacklist[kind] = append(v.Blacklist[kind], val)
+		}
+		sort.Strings(v.Blacklist[kind])
+	}
+	return v
+}
+
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return lowerBase32.EncodeToString(b)
+}
+
+func (s *Server) createApp(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var r CreateAppRequest
+	if err := decodeStrict(body, &r); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	id := randomToken(10) // 16 chars of [a-z2-7]: no '-' (stream names split on it)
+	key := "pk_" + randomToken(15)
+	secretRaw := make([]byte, 32)
+	_, _ = rand.Read(secretRaw)
+	secret := "sk_" + base64.RawURLEncoding.EncodeToString(secretRaw)
+	a, res, err := s.deps.Commands.App(ctx, id, app.Create{AppID: id, Name: r.Name, AppKey: key, SecretCiphertext: s.deps.Box.Seal([]byte(secret), []byte(id))})
+	if err != nil {
+		return err
+	}
+	if r.WebhookURL != "" {
+		cfg := app.ChannelConfig{Enabled: true, Priority: 100, Settings: map[string]string{"url": r.WebhookURL}}
+		if _, res, err = s.deps.Commands.App(ctx, id, app.ConfigureChannel{Channel: "webhook", Config: cfg}); err != nil {
+			return err
+		}
+	}
+	if err := s.deps.Apps.WaitFor(ctx, res.Position); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, CreatedApp{AppID: a.ID, Name: a.Name, AppKey: key, AppSecret: secret})
+}
+
+func (s *Server) listApps(c echo.Context) error {
+	apps := s.deps.Apps.List()
+	out := make([]AppView, 0, len(apps))
+	for _, a := range apps {
+		out = append(out, viewApp(a))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].AppID < out[j].AppID
+	})
+	return c.JSON(http.StatusOK, map[string]any{"apps": out})
+}
+
+func (s *Server) getApp(c echo.Context) error {
+	a, ok := s.deps.Apps.ByID(c.Param("id"))
+	if !ok {
+		return problem(http.StatusNotFound, SlugNotFound, "Not found", "no such app")
+	}
+	return c.JSON(http.StatusOK, viewApp(a))
+}
+
+// appCommand runs cmd on the app in the path and answers with its view.
+func (s *Server) appCommand(c echo.Context, cmd app.Command) error {
+	ctx := c.Request().Context()
+	id := c.Param("id")
+	if _, ok := s.deps.Apps.ByID(id); !ok {
+		return problem(http.StatusNotFound, SlugNotFound, "Not found", "no such app")
+	}
+	a, res, err := s.deps.Commands.App(ctx, id, cmd)
+	if err != nil {
+		return err
+	}
+	if err := waitApps(c, s, res); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewApp(&a))
+}
+
+func waitApps(c echo.Context, s *Server, res commands.Result) error {
+	if res.Position == 0 {
+		return nil
+	}
+	return s.deps.Apps.WaitFor(c.Request().Context(), res.Position)
+}
+
+func (s *Server) putChannel(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var cfg app.ChannelConfig
+	if err := decodeStrict(body, &cfg); err != nil {
+		return err
+	}
+	return s.appCommand(c, app.ConfigureChannel{Channel: strings.ToLower(c.Param("channel")), Config: cfg})
+}
+
+func (s *Server) deleteChannel(c echo.Context) error {
+	return s.appCommand(c, app.RemoveChannel{Channel: strings.ToLower(c.Param("channel"))})
+}
+
+func (s *Server) postBlacklist(c echo.Context) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	var r struct {
+		Kind   string   `json:"kind"`
+		Add    []string `json:"add"`
+		Remove []string `json:"remove"`
+	}
+	if err := decodeStrict(body, &r); err != nil {
+		return err
+	}
+	if len(r.Add) > 0 {
+		if err := s.runApp(c, app.AddToBlacklist{Kind: r.Kind, Values: r.Add}); err != nil {
+			return err
+		}
+	}
+	if len(r.Remove) > 0 {
+		if err := s.runApp(c, app.RemoveFromBlacklist{Kind: r.Kind, Values: r.Remove}); err != nil {
+			return err
+		}
+	}
+	a, ok := s.deps.Apps.ByID(c.Param("id"))
+	if !ok {
+		return problem(http.StatusNotFound, SlugNotFound, "Not found", "no such app")
+	}
+	return c.JSON(http.StatusOK, viewApp(a))
+}
+
+func (s *Server) runApp(c echo.Context, cmd app.Command) error {
+	_, res, err := s.deps.Commands.App(c.Request().Context(), c.Param("id"), cmd)
+	if err != nil {
+		return err
+	}
+	return waitApps(c, s, res)
+}

@@ -1,0 +1,233 @@
+// Package api is pushledger's REST API on Echo v4: signed app endpoints for
+// messages and devices, bearer-token admin endpoints for apps, the OpenAPI
+// document, health and metrics. Every error leaves through one handler as
+// RFC 9457 problem+json.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/pushledger/pushledger/adapters/secretbox"
+	"github.com/pushledger/pushledger/api/signing"
+	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/projections"
+	"github.com/pushledger/pushledger/schema"
+)
+
+// Config of the API.
+type Config struct {
+	// AdminToken guards /admin/v1 (Authorization: Bearer). Required.
+	AdminToken string
+	// MaxBatch is the largest batch of POST /v1/messages. Default 1000.
+	MaxBatch int
+	// MaxPayload bounds a message's title + body + data, in bytes. Default 4096.
+	MaxPayload int
+	// IdempotencyWindow: a repeated idempotency key within it returns the
+	// original message. Default 24 h.
+	IdempotencyWindow time.Duration
+	// SignatureWindow: accepted clock difference of signed requests. Default 300 s.
+	SignatureWindow time.Duration
+	// ProjectionWait bounds how long a device write waits for the registry to
+	// show it. Default 5 s.
+	ProjectionWait time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+	// Registerer for metrics; default a new registry.
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics; default the Registerer if it is a registry.
+	Gatherer prometheus.Gatherer
+}
+
+// Deps are the parts the API works with.
+type Deps struct {
+	Commands *commands.Handler
+	Ledger   ledger.Store
+	Apps     *projections.Apps
+	Store    projections.Store
+	Devices  *projections.Runner // the device registry's runner
+	Box      *secretbox.Box
+	Nonces   signing.NonceStore
+}
+
+// Server is the REST API.
+type Server struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	e    *echo.Echo
+	reg  projections.Registry
+
+	secrets sync.Map // app id + version -> []byte
+}
+
+// New builds the API.
+func New(cfg Config, deps Deps) (*Server, error) {
+	var errs []error
+	if cfg.AdminToken == "" {
+		errs = append(errs, errors.New("api: AdminToken is required"))
+	}
+	if deps.Commands == nil || deps.Ledger == nil || deps.Apps == nil || deps.Store == nil || deps.Devices == nil || deps.Box == nil || deps.Nonces == nil {
+		errs = append(errs, errors.New("api: every dependency is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 1000
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = 4096
+	}
+	if cfg.IdempotencyWindow <= 0 {
+		cfg.IdempotencyWindow = 24 * time.Hour
+	}
+	if cfg.SignatureWindow <= 0 {
+		cfg.SignatureWindow = 300 * time.Second
+	}
+	if cfg.ProjectionWait <= 0 {
+		cfg.ProjectionWait = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Registerer == nil {
+		r := prometheus.NewRegistry()
+		cfg.Registerer, cfg.Gatherer = r, r
+	}
+	if cfg.Gatherer == nil {
+		if g, ok := cfg.Registerer.(prometheus.Gatherer); ok {
+			cfg.Gatherer = g
+		} else {
+			cfg.Gatherer = prometheus.DefaultGatherer
+		}
+	}
+	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger, reg: projections.Registry{Store: deps.Store}}
+	verifier, err := signing.NewVerifier(signing.Config{
+		Apps: appCredentials{s}, Nonces: deps.Nonces, Window: cfg.SignatureWindow,
+		MaxBody: int64(cfg.MaxBatch)*int64(cfg.MaxPayload+1024) + 64<<10, Now: cfg.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	m := newMetrics(cfg.Registerer)
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(middleware.Recover())
+	e.Use(m.middleware)
+
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/openapi.yaml", func(c echo.Context) error {
+		return c.Blob(http.StatusOK, "application/yaml", schema.OpenAPI)
+	})
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+
+	v1 := e.Group("/v1", verifier.Middleware())
+	v1.POST("/messages", s.postMessages)
+	v1.GET("/messages", s.listMessages)
+	v1.GET("/messages/:id", s.getMessage)
+	v1.GET("/messages/:id/events", s.getMessageEvents)
+	v1.PUT("/devices/:id", s.putDevice)
+	v1.GET("/devices/:id", s.getDevice)
+	v1.PUT("/devices/:id/alias", s.putAlias)
+	v1.DELETE("/devices/:id/alias", s.deleteAlias)
+	v1.POST("/devices/:id/tags", s.postTags)
+	v1.POST("/devices/:id/logout", s.postLogout)
+
+	admin := e.Group("/admin/v1", s.adminAuth)
+	admin.POST("/apps", s.createApp)
+	admin.GET("/apps", s.listApps)
+	admin.GET("/apps/:id", s.getApp)
+	admin.PUT("/apps/:id/channels/:channel", s.putChannel)
+	admin.DELETE("/apps/:id/channels/:channel", s.deleteChannel)
+	admin.POST("/apps/:id/blacklist", s.postBlacklist)
+
+	s.e = e
+	return s, nil
+}
+
+// Handler returns the HTTP handler.
+func (s *Server) Handler() http.Handler { return s.e }
+
+// Serve serves on ln until ctx ends, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, srv *http.Server) error {
+	srv.Handler = s.e
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	<-errc
+	return err
+}
+
+func (s *Server) adminAuth(next echo.HandlerFunc) echo.HandlerFunc {
+	want := []byte("Bearer " + s.cfg.AdminToken)
+	return func(c echo.Context) error {
+		got := []byte(c.Request().Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			return problem(http.StatusUnauthorized, SlugUnauthorized, "Unauthorized", "admin endpoints need Authorization: Bearer <admin token>")
+		}
+		return next(c)
+	}
+}
+
+// appCredentials serves the signing verifier from the app directory,
+// opening each app's sealed secret once.
+type appCredentials struct{ s *Server }
+
+func (a appCredentials) Lookup(_ context.Context, appKey string) (signing.Credentials, error) {
+	ap, ok := a.s.deps.Apps.ByKey(appKey)
+	if !ok {
+		return signing.Credentials{}, signing.ErrUnknownApp
+	}
+	secret, err := a.s.secret(ap.ID, ap.SecretCiphertext)
+	if err != nil {
+		return signing.Credentials{}, err
+	}
+	return signing.Credentials{AppID: ap.ID, Secret: secret}, nil
+}
+
+func (s *Server) secret(appID string, sealed []byte) ([]byte, error) {
+	k := appID + "\x00" + string(sealed)
+	if v, ok := s.secrets.Load(k); ok {
+		return v.([]byte), nil
+	}
+	plain, err := s.deps.Box.Open(sealed, []byte(appID))
+	if err != nil {
+		return nil, err
+	}
+	s.secrets.Store(k, plain)
+	return plain, nil
+}
+
+func appID(c echo.Context) string {
+	cr, _ := signing.FromContext(c)
+	return cr.AppID
+}
+
+func trimmed(s string) string { return strings.TrimSpace(s) }

@@ -1,0 +1,257 @@
+// Package platform wires pushledger's embedded profile: the Pebble ledger,
+// the Pebble read-model store, the projections, the dispatcher with its
+// channels, and the REST API — the one place where implementations meet.
+package platform
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pushledger/pushledger/adapters/channels/webhook"
+	"github.com/pushledger/pushledger/adapters/kv/pebblekv"
+	pebbleledger "github.com/pushledger/pushledger/adapters/ledger/pebble"
+	"github.com/pushledger/pushledger/adapters/secretbox"
+	"github.com/pushledger/pushledger/api"
+	"github.com/pushledger/pushledger/api/signing"
+	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/projections"
+	"github.com/pushledger/pushledger/sagas"
+)
+
+// Config of the embedded platform.
+type Config struct {
+	// DataDir holds the ledger (ledger/), the read models (state/) and, when
+	// they are not configured, the generated admin token and secret key.
+	// Default "./data".
+	DataDir string
+	// AdminToken guards the admin API. Default: read from (or generated
+	// into) DataDir/admin.token.
+	AdminToken string
+	// SecretKey seals app secrets: 64 hex digits or base64 of 32 bytes.
+	// Default: read from (or generated into) DataDir/secret.key.
+	SecretKey string
+	// WebhookTimeout bounds one webhook call. Default 10 s.
+	WebhookTimeout time.Duration
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+}
+
+// Platform is a running embedded pushledger.
+type Platform struct {
+	cfg        Config
+	log        *slog.Logger
+	Ledger     *pebbleledger.Store
+	State      *pebblekv.Store
+	Commands   *commands.Handler
+	Apps       *projections.Apps
+	Devices    *projections.Runner
+	Messages   *projections.Runner
+	Dispatcher *sagas.Dispatcher
+	API        *api.Server
+	AdminToken string
+}
+
+// Open opens the stores and builds every part; Run starts them.
+func Open(cfg Config) (*Platform, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.WebhookTimeout <= 0 {
+		cfg.WebhookTimeout = 10 * time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	var err error
+	if cfg.AdminToken, err = fileSecret(cfg.AdminToken, filepath.Join(cfg.DataDir, "admin.token"), cfg.Logger); err != nil {
+		return nil, err
+	}
+	if cfg.SecretKey, err = fileSecret(cfg.SecretKey, filepath.Join(cfg.DataDir, "secret.key"), cfg.Logger); err != nil {
+		return nil, err
+	}
+	key, err := secretbox.ParseKey(cfg.SecretKey)
+	if err != nil {
+		return nil, err
+	}
+	box, err := secretbox.New(key)
+	if err != nil {
+		return nil, err
+	}
+	p := &Platform{cfg: cfg, log: cfg.Logger, AdminToken: cfg.AdminToken}
+	if p.Ledger, err = pebbleledger.Open(pebbleledger.Config{Dir: filepath.Join(cfg.DataDir, "ledger"), Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	if p.State, err = pebblekv.Open(pebblekv.Config{Dir: filepath.Join(cfg.DataDir, "state")}); err != nil {
+		return nil, errors.Join(err, p.Ledger.Close())
+	}
+	fail := func(err error) (*Platform, error) { return nil, errors.Join(err, p.Close()) }
+	if p.Commands, err = commands.New(p.Ledger, commands.Config{Logger: cfg.Logger}); err != nil {
+		return fail(err)
+	}
+	p.Apps = projections.NewApps(p.Ledger)
+	if p.Devices, err = projections.NewRunner(projections.Devices{}, p.State, p.Ledger, cfg.Logger); err != nil {
+		return fail(err)
+	}
+	if p.Messages, err = projections.NewRunner(projections.Messages{}, p.State, p.Ledger, cfg.Logger); err != nil {
+		return fail(err)
+	}
+	wh, err := webhook.New(webhook.Config{Timeout: cfg.WebhookTimeout})
+	if err != nil {
+		return fail(err)
+	}
+	if p.Dispatcher, err = sagas.NewDispatcher(sagas.DispatchConfig{Logger: cfg.Logger}, p.Ledger, p.Commands, p.Apps, box, p.State, wh); err != nil {
+		return fail(err)
+	}
+	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger}, api.Deps{
+		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
+		Nonces: signing.NewMemoryNonces(time.Now),
+	}); err != nil {
+		return fail(err)
+	}
+	return p, nil
+}
+
+// fileSecret returns v, or the content of path, or a new random value
+// written to path (mode 0600).
+func fileSecret(v, path string, log *slog.Logger) (string, error) {
+	if v != "" {
+		return v, nil
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	v = hex.EncodeToString(raw)
+	if err := os.WriteFile(path, []byte(v+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	log.Warn("generated a secret; configure it explicitly in production", "file", filepath.Base(path))
+	return v, nil
+}
+
+// Run catches the read models up, serves HTTP on ln and runs every part
+// until ctx ends or one fails. It returns after all have stopped.
+func (p *Platform) Run(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := p.catchUp(ctx, nil); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	start := func(name string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	start("app directory", p.Apps.Run)
+	start("device registry", p.Devices.Run)
+	start("message status", p.Messages.Run)
+	// Auth needs the app directory: wait until it has read every app.
+	last, err := p.Ledger.LastPosition(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.waitApps(ctx, last); err != nil {
+		return err
+	}
+	start("dispatcher", p.Dispatcher.Run)
+	srv := &http.Server{Handler: p.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	start("http", func(ctx context.Context) error {
+		errs := make(chan error, 1)
+		go func() { errs <- srv.Serve(ln) }()
+		select {
+		case err := <-errs:
+			return err
+		case <-ctx.Done():
+		}
+		sctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		defer c()
+		err := srv.Shutdown(sctx)
+		<-errs
+		return err
+	})
+	p.log.Info("pushledger serving", "addr", ln.Addr().String(), "data_dir", p.cfg.DataDir)
+	<-ctx.Done()
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+// waitApps waits for the app directory to reach pos, unless the ledger
+// holds no app event at or before it (then it is current already).
+func (p *Platform) waitApps(ctx context.Context, pos uint64) error {
+	evs, err := p.Ledger.ReadAll(ctx, pos+1, ledger.Backwards, 1, ledger.Filter{StreamPrefixes: []string{"app-"}})
+	if err != nil || len(evs) == 0 {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	return p.Apps.WaitFor(wctx, evs[0].Position)
+}
+
+func (p *Platform) catchUp(ctx context.Context, progress func(name string, pos, last uint64)) error {
+	for _, x := range []struct {
+		name string
+		r    *projections.Runner
+	}{{"device registry", p.Devices}, {"message status", p.Messages}} {
+		name, r := x.name, x.r
+		var pf func(pos, last uint64)
+		if progress != nil {
+			pf = func(pos, last uint64) { progress(name, pos, last) }
+		}
+		if err := r.CatchUp(ctx, pf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Replay rebuilds every stored read model from position 0.
+func (p *Platform) Replay(ctx context.Context, progress func(name string, pos, last uint64)) error {
+	for _, r := range []*projections.Runner{p.Devices, p.Messages} {
+		if err := r.Reset(); err != nil {
+			return err
+		}
+	}
+	return p.catchUp(ctx, progress)
+}
+
+// Close closes the stores.
+func (p *Platform) Close() error {
+	var errs []error
+	if p.State != nil {
+		errs = append(errs, p.State.Close())
+	}
+	if p.Ledger != nil {
+		errs = append(errs, p.Ledger.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,133 @@
+// Command pushledger is the single binary of the pushledger push platform:
+// the server (serve) and the operator's and developer's CLI.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pushledger/pushledger/api/client"
+	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pushledger: "+oneLine(err))
+		os.Exit(1)
+	}
+}
+
+func oneLine(err error) string {
+	var p *client.Problem
+	if errors.As(err, &p) {
+		return p.Error()
+	}
+	s := err.Error()
+	for i, c := range s {
+		if c == '\n' {
+			return s[:i] + " (and more)"
+		}
+	}
+	return s
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "pushledger",
+		Short:         "A self-hosted push platform that keeps every message's history",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.String("config", "", "configuration file (YAML); also PUSHLEDGER_CONFIG")
+	pf.String("data-dir", "", "data directory (default ./data)")
+	pf.String("url", "", "server URL for client commands (default http://127.0.0.1:8080)")
+	pf.String("app-key", "", "app key for app commands (or PUSHLEDGER_APP_KEY)")
+	pf.String("app-secret", "", "app secret for app commands (or PUSHLEDGER_APP_SECRET)")
+	pf.String("admin-token", "", "admin token (default: PUSHLEDGER_ADMIN_TOKEN or <data-dir>/admin.token)")
+	root.AddCommand(serveCmd(), appCmd(), deviceCmd(), sendCmd(), statusCmd(), historyCmd(), replayCmd())
+	return root
+}
+
+func logger(c Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Log.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func platformConfig(c Config, log *slog.Logger) platform.Config {
+	return platform.Config{DataDir: c.DataDir, AdminToken: c.AdminToken, SecretKey: c.SecretKey, WebhookTimeout: c.Webhook.Timeout, Logger: log}
+}
+
+func serveCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the platform (embedded profile: everything in one process, data in --data-dir)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			log := logger(c, cmd.ErrOrStderr())
+			p, err := platform.Open(platformConfig(c, log))
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", c.HTTP.Addr)
+			if err != nil {
+				return errors.Join(err, p.Close())
+			}
+			runErr := p.Run(cmd.Context(), ln)
+			return errors.Join(runErr, p.Close())
+		},
+	}
+	cmd.Flags().String("http-addr", "", "HTTP listen address (default 127.0.0.1:8080)")
+	cmd.Flags().String("log-level", "", "debug, info, warn or error")
+	return cmd
+}
+
+func replayCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "replay",
+		Short: "Rebuild every read model from the ledger (stop the server first)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := loadConfig(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			p, err := platform.Open(platformConfig(c, logger(c, io.Discard)))
+			if err != nil {
+				return fmt.Errorf("%w (is the server still running on this data directory?)", err)
+			}
+			out := cmd.ErrOrStderr()
+			err = p.Replay(cmd.Context(), func(name string, pos, last uint64) {
+				fmt.Fprintf(out, "\r%-16s %12d / %d (%3.0f%%)", name, pos, last, 100*float64(pos)/float64(max(last, 1)))
+			})
+			fmt.Fprintln(out)
+			if err == nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "read models rebuilt")
+			}
+			return errors.Join(err, p.Close())
+		},
+	}
+}

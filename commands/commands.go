@@ -1,0 +1,247 @@
+// Package commands is pushledger's one write path. Every change — from the
+// REST API, the gateway or a saga — goes through it: load the aggregate's
+// stream, fold it, decide, append the new events at the expected revision,
+// and retry from the load when another writer got there first.
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/pushledger/pushledger/domain/app"
+	"github.com/pushledger/pushledger/domain/device"
+	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/ledger"
+)
+
+// ErrConflict: the stream kept changing under the command; it was retried
+// Config.MaxRetries times and gave up.
+var ErrConflict = errors.New("commands: too many concurrent writers")
+
+// Config of a Handler.
+type Config struct {
+	// MaxRetries bounds the reload-and-retry loop on an expected-revision
+	// conflict. Default 8.
+	MaxRetries int
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler executes commands against the ledger. Safe for concurrent use.
+type Handler struct {
+	store ledger.Store
+	cfg   Config
+}
+
+// New returns a Handler writing to store.
+func New(store ledger.Store, cfg Config) (*Handler, error) {
+	if store == nil {
+		return nil, errors.New("commands: nil store")
+	}
+	if cfg.MaxRetries <= 0 {
+		cfg.MaxRetries = 8
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Handler{store: store, cfg: cfg}, nil
+}
+
+// Result of a command.
+type Result struct {
+	// Events appended (none when the command was already satisfied).
+	Events []ledger.RecordedEvent
+	// Position is the global position of the last appended event, or 0.
+	Position uint64
+	// Revision is the stream's last revision after the command; -1 when the
+	// stream has no events.
+	Revision int64
+}
+
+// aggregate adapts a domain model to the generic loop.
+type aggregate[S any, E interface{ EventType() string }] struct {
+	decode func(string, []byte) (E, error)
+	evolve func(*S, E) error
+}
+
+var (
+	messages = aggregate[message.Message, message.Event]{decode: message.Decode, evolve: (*message.Message).Evolve}
+	devices  = aggregate[device.Device, device.Event]{decode: device.Decode, evolve: (*device.Device).Evolve}
+	apps     = aggregate[app.App, app.Event]{decode: app.Decode, evolve: (*app.App).Evolve}
+)
+
+// load folds a stream. rev is -1 when the stream has no events.
+func load[S any, E interface{ EventType() string }](ctx context.Context, st ledger.Store, agg aggregate[S, E], stream string) (s S, rev int64, err error) {
+	rev = -1
+	evs, err := st.ReadStream(ctx, stream, ledger.Forwards, 0, 0)
+	if errors.Is(err, ledger.ErrStreamNotFound) {
+		return s, rev, nil
+	}
+	if err != nil {
+		return s, rev, fmt.Errorf("load %s: %w", stream, err)
+	}
+	for _, re := range evs {
+		e, err := agg.decode(re.Type, re.Data)
+		if err != nil {
+			return s, rev, fmt.Errorf("load %s@%d: %w", stream, re.Revision, err)
+		}
+		if err := agg.evolve(&s, e); err != nil {
+			return s, rev, fmt.Errorf("load %s@%d: %w", stream, re.Revision, err)
+		}
+		rev = int64(re.Revision)
+	}
+	return s, rev, nil
+}
+
+// execute is the write loop: load, decide, append at the expected revision,
+// retry on conflict. decide must be pure: it is called again on a retry.
+func execute[S any, E interface{ EventType() string }](ctx context.Context, h *Handler, agg aggregate[S, E], stream string, decide func(*S, time.Time) ([]E, error)) (S, Result, error) {
+	for attempt := 0; ; attempt++ {
+		s, rev, err := load(ctx, h.store, agg, stream)
+		if err != nil {
+			return s, Result{}, err
+		}
+		evs, err := decide(&s, h.cfg.Now())
+		if err != nil || len(evs) == 0 {
+			return s, Result{Revision: rev}, err
+		}
+		data, err := encode(stream, rev, evs)
+		if err != nil {
+			return s, Result{}, err
+		}
+		var expected ledger.StreamState = ledger.NoStream{}
+		if rev >= 0 {
+			expected = ledger.Revision(uint64(rev))
+		}
+		res, err := h.store.Append(ctx, stream, expected, data...)
+		if errors.Is(err, ledger.ErrWrongExpectedRevision) && attempt < h.cfg.MaxRetries {
+			continue
+		}
+		if errors.Is(err, ledger.ErrWrongExpectedRevision) {
+			return s, Result{}, fmt.Errorf("%w: %s: %w", ErrConflict, stream, err)
+		}
+		if err != nil {
+			return s, Result{}, fmt.Errorf("append %s: %w", stream, err)
+		}
+		for _, e := range evs {
+			if err := agg.evolve(&s, e); err != nil {
+				return s, Result{}, fmt.Errorf("evolve %s: %w", stream, err)
+			}
+		}
+		return s, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
+	}
+}
+
+// encode turns domain events into ledger events with deterministic ids: the
+// same decision at the same revision gets the same ids, so an append retried
+// after an unknown outcome is idempotent.
+func encode[E interface{ EventType() string }](stream string, rev int64, evs []E) ([]ledger.EventData, error) {
+	out := make([]ledger.EventData, len(evs))
+	for i, e := range evs {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
+		}
+		r := strconv.FormatInt(rev+1+int64(i), 10)
+		out[i] = ledger.EventData{ID: ledger.DeterministicID(stream, r, e.EventType()), Type: e.EventType(), Data: b}
+	}
+	return out, nil
+}
+
+func recorded(stream string, res ledger.AppendResult, data []ledger.EventData) []ledger.RecordedEvent {
+	out := make([]ledger.RecordedEvent, len(data))
+	first := res.NextExpectedRevision + 1 - uint64(len(data))
+	for i, d := range data {
+		out[i] = ledger.RecordedEvent{ID: d.ID, Stream: stream, Revision: first + uint64(i), Type: d.Type, Data: d.Data, Metadata: d.Metadata}
+	}
+	if len(out) > 0 {
+		out[len(out)-1].Position = res.Position
+	}
+	return out
+}
+
+// Message executes cmd on message id.
+func (h *Handler) Message(ctx context.Context, id string, cmd message.Command) (message.Message, Result, error) {
+	return execute(ctx, h, messages, message.Stream(id), func(m *message.Message, now time.Time) ([]message.Event, error) {
+		return message.Decide(m, cmd, now)
+	})
+}
+
+// LoadMessage folds message id; ok is false when it does not exist.
+func (h *Handler) LoadMessage(ctx context.Context, id string) (m message.Message, ok bool, err error) {
+	m, rev, err := load(ctx, h.store, messages, message.Stream(id))
+	return m, rev >= 0, err
+}
+
+// Device executes cmd on device id of app appID.
+func (h *Handler) Device(ctx context.Context, appID, id string, cmd device.Command) (device.Device, Result, error) {
+	return execute(ctx, h, devices, device.Stream(appID, id), func(d *device.Device, now time.Time) ([]device.Event, error) {
+		return device.Decide(d, cmd, now)
+	})
+}
+
+// LoadDevice folds a device; ok is false when it does not exist.
+func (h *Handler) LoadDevice(ctx context.Context, appID, id string) (d device.Device, ok bool, err error) {
+	d, rev, err := load(ctx, h.store, devices, device.Stream(appID, id))
+	return d, rev >= 0, err
+}
+
+// App executes cmd on app id.
+func (h *Handler) App(ctx context.Context, id string, cmd app.Command) (app.App, Result, error) {
+	return execute(ctx, h, apps, app.Stream(id), func(a *app.App, now time.Time) ([]app.Event, error) {
+		return app.Decide(a, cmd, now)
+	})
+}
+
+// LoadApp folds app id; ok is false when it does not exist.
+func (h *Handler) LoadApp(ctx context.Context, id string) (a app.App, ok bool, err error) {
+	a, rev, err := load(ctx, h.store, apps, app.Stream(id))
+	return a, rev >= 0, err
+}
+
+// ErrExists: a message with the id was already accepted.
+var ErrExists = errors.New("commands: message exists")
+
+// AcceptMessage signs a new message in. It is the hot path of the API, so it
+// skips the load: a new message's stream must not exist (expected NoStream).
+// When it does, the existing message is returned with an error wrapping
+// ErrExists. It returns only after the ledger acknowledged the append.
+func (h *Handler) AcceptMessage(ctx context.Context, cmd message.Accept) (message.Message, Result, error) {
+	var m message.Message
+	stream := message.Stream(cmd.MessageID)
+	evs, err := message.Decide(&m, cmd, h.cfg.Now())
+	if err != nil {
+		return m, Result{}, err
+	}
+	data, err := encode(stream, -1, evs)
+	if err != nil {
+		return m, Result{}, err
+	}
+	res, err := h.store.Append(ctx, stream, ledger.NoStream{}, data...)
+	if errors.Is(err, ledger.ErrWrongExpectedRevision) {
+		old, rev, lerr := load(ctx, h.store, messages, stream)
+		if lerr != nil {
+			return old, Result{}, lerr
+		}
+		return old, Result{Revision: rev}, fmt.Errorf("%w: %s", ErrExists, cmd.MessageID)
+	}
+	if err != nil {
+		return m, Result{}, fmt.Errorf("append %s: %w", stream, err)
+	}
+	for _, e := range evs {
+		if err := m.Evolve(e); err != nil {
+			return m, Result{}, err
+		}
+	}
+	return m, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
+}

@@ -1,0 +1,286 @@
+package message
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Priorities.
+const (
+	PriorityNormal = "normal"
+	PriorityHigh   = "high"
+)
+
+// Limits of a message.
+const (
+	// MaxTTL bounds a message's time to live.
+	MaxTTL = 28 * 24 * time.Hour
+	// DefaultTTL applies when a message names none.
+	DefaultTTL = 24 * time.Hour
+)
+
+// Command is something asked of a message. The set is closed.
+type Command interface{ commandName() string }
+
+// Accept signs a message in.
+type Accept struct {
+	MessageID      string
+	AppID          string
+	Audience       Audience
+	Targets        []string
+	TargetCount    int
+	Notification   *Notification
+	Data           json.RawMessage
+	Priority       string
+	CollapseID     string
+	TTL            time.Duration // 0 means DefaultTTL
+	SendAt         *time.Time
+	IdempotencyKey string
+}
+
+// StartAttempt starts the next delivery attempt on a channel.
+type StartAttempt struct{ Channel string }
+
+// RecordSent records that the channel accepted the current attempt.
+type RecordSent struct {
+	Attempt    int
+	Channel    string
+	ProviderID string
+	Accepted   int
+}
+
+// RecordFailure records that the current attempt failed.
+type RecordFailure struct {
+	Attempt   int
+	Channel   string
+	Reason    string
+	Status    int
+	Retryable bool
+	Final     bool
+}
+
+// RecordDelivered records a device acknowledgement (idempotent per device).
+type RecordDelivered struct{ DeviceID, Channel string }
+
+// RecordOpened records an open on a device (idempotent per device).
+type RecordOpened struct{ DeviceID, Channel string }
+
+// Expire ends a message whose TTL ran out.
+type Expire struct{}
+
+// Cancel ends a message that was not yet sent.
+type Cancel struct{ Reason string }
+
+func (Accept) commandName() string          { return "accept" }
+func (StartAttempt) commandName() string    { return "start attempt" }
+func (RecordSent) commandName() string      { return "record sent" }
+func (RecordFailure) commandName() string   { return "record failure" }
+func (RecordDelivered) commandName() string { return "record delivered" }
+func (RecordOpened) commandName() string    { return "record opened" }
+func (Expire) commandName() string          { return "expire" }
+func (Cancel) commandName() string          { return "cancel" }
+
+// Decide returns the events that command c produces on m at time now, or a
+// typed error. An empty slice and nil error means the command is already
+// satisfied (idempotent repeats of acknowledgements and opens).
+func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
+	now = now.UTC()
+	if _, isAccept := c.(Accept); !isAccept && m.State == StateNone {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, c.commandName())
+	}
+	var out []Event
+	switch c := c.(type) {
+	case Accept:
+		if m.State != StateNone {
+			return nil, &TransitionError{From: m.State, Command: c.commandName()}
+		}
+		ev, err := accept(c, now)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ev)
+		if c.SendAt != nil && c.SendAt.After(now) {
+			out = append(out, Scheduled{SendAt: c.SendAt.UTC(), At: now})
+		}
+	case StartAttempt:
+		if c.Channel == "" {
+			return nil, fmt.Errorf("%w: channel is empty", ErrInvalid)
+		}
+		if !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt) {
+			return nil, ErrPastExpiry
+		}
+		if m.State == StateScheduled && now.Before(m.SendAt) {
+			return nil, fmt.Errorf("%w: send at %s", ErrNotDue, m.SendAt.Format(time.RFC3339))
+		}
+		out = append(out, Sending{Attempt: m.Attempt + 1, Channel: c.Channel, At: now})
+	case RecordSent:
+		if c.Attempt != m.Attempt {
+			return nil, fmt.Errorf("%w: %d, current %d", ErrWrongAttempt, c.Attempt, m.Attempt)
+		}
+		out = append(out, Sent{Attempt: c.Attempt, Channel: c.Channel, ProviderID: c.ProviderID, Accepted: c.Accepted, At: now})
+	case RecordFailure:
+		if c.Attempt != m.Attempt {
+			return nil, fmt.Errorf("%w: %d, current %d", ErrWrongAttempt, c.Attempt, m.Attempt)
+		}
+		if c.Reason == "" {
+			return nil, fmt.Errorf("%w: failure reason is empty", ErrInvalid)
+		}
+		out = append(out, Failed{Attempt: c.Attempt, Channel: c.Channel, Reason: c.Reason, Status: c.Status, Retryable: c.Retryable, Final: c.Final, At: now})
+	case RecordDelivered:
+		if c.DeviceID == "" {
+			return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
+		}
+		if _, done := m.Delivered[c.DeviceID]; done {
+			return nil, nil
+		}
+		out = append(out, Delivered{DeviceID: c.DeviceID, Channel: c.Channel, At: now})
+	case RecordOpened:
+		if c.DeviceID == "" {
+			return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
+		}
+		if _, done := m.Opened[c.DeviceID]; done {
+			return nil, nil
+		}
+		out = append(out, Opened{DeviceID: c.DeviceID, Channel: c.Channel, At: now})
+	case Expire:
+		if m.ExpiresAt.IsZero() || now.Before(m.ExpiresAt) {
+			return nil, fmt.Errorf("%w: expires at %s", ErrNotDue, m.ExpiresAt.Format(time.RFC3339))
+		}
+		out = append(out, Expired{At: now})
+	case Cancel:
+		out = append(out, Cancelled{Reason: c.Reason, At: now})
+	default:
+		return nil, fmt.Errorf("%w: unknown command %T", ErrInvalid, c)
+	}
+	// Every decided event must be a valid transition: check on a copy.
+	probe := m.shallowCopy()
+	for _, e := range out {
+		if err := probe.Evolve(e); err != nil {
+			return nil, &TransitionError{From: m.State, Command: c.commandName()}
+		}
+	}
+	return out, nil
+}
+
+// shallowCopy copies m for probing transitions; the delivery maps are
+// dropped so that probing never writes to m's.
+func (m *Message) shallowCopy() *Message {
+	c := *m
+	c.Delivered, c.Opened = nil, nil
+	return &c
+}
+
+func accept(c Accept, now time.Time) (Accepted, error) {
+	var errs []string
+	if c.MessageID == "" {
+		errs = append(errs, "message id is empty")
+	}
+	if c.AppID == "" {
+		errs = append(errs, "app id is empty")
+	}
+	if c.Notification == nil && len(c.Data) == 0 {
+		errs = append(errs, "neither notification nor data")
+	}
+	data, err := canonicalJSON(c.Data)
+	if err != nil {
+		errs = append(errs, "data is not valid JSON")
+	}
+	if err := c.Audience.Validate(); err != nil {
+		errs = append(errs, err.Error())
+	}
+	prio := c.Priority
+	switch prio {
+	case "":
+		prio = PriorityNormal
+	case PriorityNormal, PriorityHigh:
+	default:
+		errs = append(errs, fmt.Sprintf("priority %q is not normal or high", prio))
+	}
+	ttl := c.TTL
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	if ttl < 0 || ttl > MaxTTL {
+		errs = append(errs, fmt.Sprintf("ttl %s outside (0, %s]", ttl, MaxTTL))
+	}
+	start := now
+	var sendAt *time.Time
+	if c.SendAt != nil {
+		s := c.SendAt.UTC()
+		sendAt = &s
+		if s.After(now) {
+			start = s
+		}
+		if s.Sub(now) > MaxTTL {
+			errs = append(errs, "send_at is more than the maximum ttl ahead")
+		}
+	}
+	if len(errs) > 0 {
+		return Accepted{}, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
+	}
+	var notif *Notification
+	if c.Notification != nil {
+		n := *c.Notification
+		notif = &n
+	}
+	// The event holds copies in the form JSON reads back (no empty
+	// slices, canonical data): the persisted event folds to the same state.
+	return Accepted{
+		MessageID: c.MessageID, AppID: c.AppID, Audience: c.Audience.canonical(), Targets: cloneStrings(c.Targets), TargetCount: c.TargetCount,
+		Notification: notif, Data: data, Priority: prio, CollapseID: c.CollapseID,
+		TTLSeconds: int64(ttl / time.Second), ExpiresAt: start.Add(ttl), SendAt: sendAt,
+		IdempotencyKey: c.IdempotencyKey, At: now,
+	}, nil
+}
+
+// canonicalJSON returns data as encoding/json writes it (compact, HTML
+// escaped), nil when empty, and an error when data is not JSON.
+func canonicalJSON(data json.RawMessage) (json.RawMessage, error) {
+	if len(data) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(data)
+}
+
+// canonical returns a copy of a with empty lists as nil.
+func (a Audience) canonical() Audience {
+	c := Audience{DeviceIDs: cloneStrings(a.DeviceIDs), Aliases: cloneStrings(a.Aliases), Broadcast: a.Broadcast}
+	if a.Tags != nil {
+		c.Tags = &TagExpr{AllOf: cloneStrings(a.Tags.AllOf), AnyOf: cloneStrings(a.Tags.AnyOf), NoneOf: cloneStrings(a.Tags.NoneOf)}
+	}
+	return c
+}
+
+func cloneStrings(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
+// Validate checks that exactly one kind of audience is chosen and non-empty.
+func (a Audience) Validate() error {
+	kinds := 0
+	if len(a.DeviceIDs) > 0 {
+		kinds++
+	}
+	if len(a.Aliases) > 0 {
+		kinds++
+	}
+	if a.Tags != nil {
+		kinds++
+		if len(a.Tags.AllOf) == 0 && len(a.Tags.AnyOf) == 0 {
+			return fmt.Errorf("%w: tags audience needs all_of or any_of", ErrInvalid)
+		}
+	}
+	if a.Broadcast {
+		kinds++
+	}
+	if kinds != 1 {
+		return fmt.Errorf("%w: audience needs exactly one of device_ids, aliases, tags, broadcast", ErrInvalid)
+	}
+	return nil
+}

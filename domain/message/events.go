@@ -1,0 +1,189 @@
+// Package message is the pure model of a push message's lifecycle: the
+// commands that may be decided on it, the events that record every state
+// transition, and the fold of those events into state. It does no I/O and
+// reads no clock: time and ids are passed in.
+package message
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Persisted event type names. They are part of the ledger's format: never
+// change one; add a new version instead. JSON schemas: schema/events/.
+const (
+	TypeAccepted  = "message.accepted.v1"
+	TypeScheduled = "message.scheduled.v1"
+	TypeSending   = "message.sending.v1"
+	TypeSent      = "message.sent.v1"
+	TypeDelivered = "message.delivered.v1"
+	TypeOpened    = "message.opened.v1"
+	TypeFailed    = "message.failed.v1"
+	TypeExpired   = "message.expired.v1"
+	TypeCancelled = "message.cancelled.v1"
+)
+
+// EventTypes lists every persisted message event type.
+func EventTypes() []string {
+	return []string{TypeAccepted, TypeScheduled, TypeSending, TypeSent, TypeDelivered, TypeOpened, TypeFailed, TypeExpired, TypeCancelled}
+}
+
+// StreamPrefix is the ledger stream category of messages.
+const StreamPrefix = "message-"
+
+// Stream names the ledger stream of message id.
+func Stream(id string) string { return StreamPrefix + id }
+
+// Event is a message event.
+type Event interface{ EventType() string }
+
+// Audience selects the devices of an app a message goes to. Exactly one of
+// DeviceIDs, Aliases, Tags or Broadcast is set.
+type Audience struct {
+	DeviceIDs []string `json:"device_ids,omitempty"`
+	Aliases   []string `json:"aliases,omitempty"`
+	Tags      *TagExpr `json:"tags,omitempty"`
+	Broadcast bool     `json:"broadcast,omitempty"`
+}
+
+// TagExpr selects devices by tags: all of AllOf, at least one of AnyOf (when
+// set), none of NoneOf.
+type TagExpr struct {
+	AllOf  []string `json:"all_of,omitempty"`
+	AnyOf  []string `json:"any_of,omitempty"`
+	NoneOf []string `json:"none_of,omitempty"`
+}
+
+// Notification is the user-visible part of a push.
+type Notification struct {
+	Title string `json:"title"`
+	Body  string `json:"body"`
+}
+
+// Accepted records a message signed in and made durable.
+type Accepted struct {
+	MessageID      string          `json:"message_id"`
+	AppID          string          `json:"app_id"`
+	Audience       Audience        `json:"audience"`
+	Targets        []string        `json:"targets,omitempty"` // device ids resolved at accept time (not for broadcasts)
+	TargetCount    int             `json:"target_count"`
+	Notification   *Notification   `json:"notification,omitempty"`
+	Data           json.RawMessage `json:"data,omitempty"`
+	Priority       string          `json:"priority"`
+	CollapseID     string          `json:"collapse_id,omitempty"`
+	TTLSeconds     int64           `json:"ttl_seconds"`
+	ExpiresAt      time.Time       `json:"expires_at"`
+	SendAt         *time.Time      `json:"send_at,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+	At             time.Time       `json:"at"`
+}
+
+// Scheduled records that the message waits for its send time.
+type Scheduled struct {
+	SendAt time.Time `json:"send_at"`
+	At     time.Time `json:"at"`
+}
+
+// Sending records that attempt n on a channel started. It is appended before
+// anything is handed to the channel: the ledger is the lock on attempt n.
+type Sending struct {
+	Attempt int       `json:"attempt"`
+	Channel string    `json:"channel"`
+	At      time.Time `json:"at"`
+}
+
+// Sent records that the channel accepted attempt n.
+type Sent struct {
+	Attempt    int       `json:"attempt"`
+	Channel    string    `json:"channel"`
+	ProviderID string    `json:"provider_id,omitempty"`
+	Accepted   int       `json:"accepted"`
+	At         time.Time `json:"at"`
+}
+
+// Delivered records a device's acknowledgement.
+type Delivered struct {
+	DeviceID string    `json:"device_id"`
+	Channel  string    `json:"channel"`
+	At       time.Time `json:"at"`
+}
+
+// Opened records that a user opened the notification on a device.
+type Opened struct {
+	DeviceID string    `json:"device_id"`
+	Channel  string    `json:"channel"`
+	At       time.Time `json:"at"`
+}
+
+// Failed records that attempt n failed. Retryable is the channel's
+// classification of the failure; Final means no further attempt will be made
+// and the message is terminally failed.
+type Failed struct {
+	Attempt   int       `json:"attempt"`
+	Channel   string    `json:"channel"`
+	Reason    string    `json:"reason"`
+	Status    int       `json:"status,omitempty"`
+	Retryable bool      `json:"retryable"`
+	Final     bool      `json:"final"`
+	At        time.Time `json:"at"`
+}
+
+// Expired records that the message's TTL ran out before delivery.
+type Expired struct {
+	At time.Time `json:"at"`
+}
+
+// Cancelled records a cancellation before the message was sent.
+type Cancelled struct {
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+func (Accepted) EventType() string  { return TypeAccepted }
+func (Scheduled) EventType() string { return TypeScheduled }
+func (Sending) EventType() string   { return TypeSending }
+func (Sent) EventType() string      { return TypeSent }
+func (Delivered) EventType() string { return TypeDelivered }
+func (Opened) EventType() string    { return TypeOpened }
+func (Failed) EventType() string    { return TypeFailed }
+func (Expired) EventType() string   { return TypeExpired }
+func (Cancelled) EventType() string { return TypeCancelled }
+
+// Decode parses a persisted message event.
+func Decode(eventType string, data []byte) (Event, error) {
+	var e Event
+	var err error
+	switch eventType {
+	case TypeAccepted:
+		e, err = decode[Accepted](data)
+	case TypeScheduled:
+		e, err = decode[Scheduled](data)
+	case TypeSending:
+		e, err = decode[Sending](data)
+	case TypeSent:
+		e, err = decode[Sent](data)
+	case TypeDelivered:
+		e, err = decode[Delivered](data)
+	case TypeOpened:
+		e, err = decode[Opened](data)
+	case TypeFailed:
+		e, err = decode[Failed](data)
+	case TypeExpired:
+		e, err = decode[Expired](data)
+	case TypeCancelled:
+		e, err = decode[Cancelled](data)
+	default:
+		return nil, fmt.Errorf("message: unknown event type %q", eventType)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("message: decode %s: %w", eventType, err)
+	}
+	return e, nil
+}
+
+func decode[T Event](data []byte) (Event, error) {
+	var v T
+	err := json.Unmarshal(data, &v)
+	return v, err
+}

@@ -1,0 +1,350 @@
+package projections
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pushledger/pushledger/domain/device"
+	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/ledger"
+)
+
+// DeviceView is the registry's view of one device.
+type DeviceView struct {
+	AppID        string         `json:"app_id"`
+	DeviceID     string         `json:"device_id"`
+	Profile      device.Profile `json:"profile"`
+	Alias        string         `json:"alias,omitempty"`
+	Tags         []string       `json:"tags,omitempty"`
+	Active       bool           `json:"active"`
+	RegisteredAt time.Time      `json:"registered_at"`
+	UpdatedAt    time.Time      `json:"updated_at"`
+	Revision     uint64         `json:"revision"`
+}
+
+func (v *DeviceView) domain() device.Device {
+	d := device.Device{AppID: v.AppID, ID: v.DeviceID, Profile: v.Profile, Alias: v.Alias, Active: v.Active,
+		Registered: v.DeviceID != "", RegisteredAt: v.RegisteredAt, UpdatedAt: v.UpdatedAt}
+	if len(v.Tags) > 0 {
+		d.Tags = map[string]struct{}{}
+		for _, t := range v.Tags {
+			d.Tags[t] = struct{}{}
+		}
+	}
+	return d
+}
+
+func viewOf(d *device.Device, rev uint64) DeviceView {
+	return DeviceView{AppID: d.AppID, DeviceID: d.ID, Profile: d.Profile, Alias: d.Alias, Tags: d.TagList(),
+		Active: d.Active, RegisteredAt: d.RegisteredAt, UpdatedAt: d.UpdatedAt, Revision: rev}
+}
+
+// Devices is the device registry projection: devices by id, user alias,
+// tag and vendor token, and the number of active devices per app. Only
+// active (registered, not logged out) devices are indexed.
+type Devices struct{}
+
+const dvPrefix = "dv"
+
+func (Devices) Name() string   { return "device-registry" }
+func (Devices) Prefix() []byte { return []byte(dvPrefix + "\x00") }
+func (Devices) Filter() ledger.Filter {
+	return ledger.Filter{StreamPrefixes: []string{device.StreamPrefix}}
+}
+
+func dvKey(app, id string) []byte             { return key(dvPrefix, "d", app, id) }
+func dvAliasKey(app, alias, id string) []byte { return key(dvPrefix, "a", app, alias, id) }
+func dvTagKey(app, tag, id string) []byte     { return key(dvPrefix, "t", app, tag, id) }
+func dvTokenKey(ch, token string) []byte      { return key(dvPrefix, "k", ch, token) }
+func dvCountKey(app string) []byte            { return key(dvPrefix, "n", app) }
+
+// Apply implements Projection.
+func (Devices) Apply(w Writer, events []ledger.RecordedEvent) error {
+	for _, re := range events {
+		var v DeviceView
+		e, err := device.Decode(re.Type, re.Data)
+		if err != nil {
+			return err
+		}
+		appID, id, ok := splitDeviceStream(re.Stream)
+		if !ok {
+			return fmt.Errorf("device stream name %q", re.Stream)
+		}
+		old, err := w.Get(dvKey(appID, id))
+		switch {
+		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		default:
+			if err := json.Unmarshal(old, &v); err != nil {
+				return err
+			}
+			if re.Revision <= v.Revision && v.DeviceID != "" {
+				continue
+			}
+		}
+		d := v.domain()
+		if err := d.Evolve(e); err != nil {
+			return fmt.Errorf("%s@%d: %w", re.Stream, re.Revision, err)
+		}
+		nv := viewOf(&d, re.Revision)
+		if err := reindex(w, appID, id, &v, &nv); err != nil {
+			return err
+		}
+		b, err := json.Marshal(&nv)
+		if err != nil {
+			return err
+		}
+		if err := w.Set(dvKey(appID, id), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splitDeviceStream splits "device-<app>-<id>"; app ids contain no '-'.
+func splitDeviceStream(s string) (app, id string, ok bool) {
+	rest, ok := strings.CutPrefix(s, device.StreamPrefix)
+	if !ok {
+		return "", "", false
+	}
+	return strings.Cut(rest, "-")
+}
+
+// reindex moves the secondary index entries of a device from old to new.
+func reindex(w Writer, app, id string, old, nv *DeviceView) error {
+	type entry = string
+	idx := func(v *DeviceView) map[entry]struct{} {
+		m := map[entry]struct{}{}
+		if !v.Active {
+			return m
+		}
+		if v.Alias != "" {
+			m[string(dvAliasKey(app, v.Alias, id))] = struct{}{}
+		}
+		for _, t := range v.Tags {
+			m[string(dvTagKey(app, t, id))] = struct{}{}
+		}
+		for ch, tok := range v.Profile.Tokens {
+			m[string(dvTokenKey(ch, tok))] = struct{}{}
+		}
+		return m
+	}
+	was, now := idx(old), idx(nv)
+	for k := range was {
+		if _, keep := now[k]; !keep {
+			if err := w.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(now)) {
+		if _, had := was[k]; !had {
+			if err := w.Set([]byte(k), []byte(app+"\x00"+id)); err != nil {
+				return err
+			}
+		}
+	}
+	if old.Active != nv.Active {
+		n, err := count(w, dvCountKey(app))
+		if err != nil {
+			return err
+		}
+		if nv.Active {
+			n++
+		} else if n > 0 {
+			n--
+		}
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], n)
+		return w.Set(dvCountKey(app), b[:])
+	}
+	return nil
+}
+
+type getter interface{ Get([]byte) ([]byte, error) }
+
+func count(g getter, k []byte) (uint64, error) {
+	v, err := g.Get(k)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil || len(v) != 8 {
+		return 0, errors.Join(err, errors.New("corrupt counter"))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// Registry answers queries on the device registry projection.
+type Registry struct{ Store Store }
+
+// Device returns the view of a device (active or not), or ErrNotFound.
+func (r Registry) Device(app, id string) (DeviceView, error) {
+	var v DeviceView
+	b, err := r.Store.Get(dvKey(app, id))
+	if err != nil {
+		return v, err
+	}
+	return v, json.Unmarshal(b, &v)
+}
+
+// ActiveCount is the number of active devices of app.
+func (r Registry) ActiveCount(app string) (uint64, error) { return count(r.Store, dvCountKey(app)) }
+
+// ByToken finds the device holding a vendor token.
+func (r Registry) ByToken(channel, token string) (app, id string, err error) {
+	v, err := r.Store.Get(dvTokenKey(channel, token))
+	if err != nil {
+		return "", "", err
+	}
+	app, id, _ = strings.Cut(string(v), "\x00")
+	return app, id, nil
+}
+
+// ids scans an index prefix whose keys end in a device id.
+func (r Registry) ids(prefix []byte, limit int, fn func(id string) bool) error {
+	return r.Store.Scan(prefix, PrefixEnd(prefix), false, func(k, _ []byte) bool {
+		return fn(string(k[len(prefix):]))
+	})
+}
+
+// ByAlias calls fn with the active devices bound to alias.
+func (r Registry) ByAlias(app, alias string, fn func(id string) bool) error {
+	return r.ids(key(dvPrefix, "a", app, alias, ""), 0, fn)
+}
+
+// ByTag calls fn with the active devices carrying tag.
+func (r Registry) ByTag(app, tag string, fn func(id string) bool) error {
+	return r.ids(key(dvPrefix, "t", app, tag, ""), 0, fn)
+}
+
+// All calls fn with every active device of app.
+func (r Registry) All(app string, fn func(v DeviceView) bool) error {
+	prefix := key(dvPrefix, "d", app, "")
+	var derr error
+	err := r.Store.Scan(prefix, PrefixEnd(prefix), false, func(_, b []byte) bool {
+		var v DeviceView
+		if derr = json.Unmarshal(b, &v); derr != nil {
+			return false
+		}
+		if !v.Active {
+			return true
+		}
+		return fn(v)
+	})
+	return errors.Join(err, derr)
+}
+
+// Blacklist tells whether a target is excluded. Implemented by the app
+// directory.
+type Blacklist interface {
+	Blacklisted(kind, value string) bool
+}
+
+// ErrEmptyAudience: the audience resolves to no device.
+var ErrEmptyAudience = errors.New("audience resolves to no device")
+
+// Resolve returns the active device ids of app that aud selects, minus
+// blacklisted devices, aliases and groups (tags). Broadcasts are not resolved
+// into a list (nil ids); their size is the number of active devices.
+func (r Registry) Resolve(app string, aud message.Audience, bl Blacklist) (ids []string, n int, err error) {
+	seen := map[string]struct{}{}
+	add := func(id string) {
+		if _, dup := seen[id]; !dup {
+			seen[id] = struct{}{}
+			ids = append(ids, id)
+		}
+	}
+	allowed := func(v DeviceView) bool {
+		if bl == nil {
+			return true
+		}
+		if bl.Blacklisted("device", v.DeviceID) || (v.Alias != "" && bl.Blacklisted("user", v.Alias)) {
+			return false
+		}
+		for _, t := range v.Tags {
+			if bl.Blacklisted("group", t) {
+				return false
+			}
+		}
+		return true
+	}
+	check := func(id string) error {
+		v, err := r.Device(app, id)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if v.Active && allowed(v) && matchTags(v.Tags, aud.Tags) {
+			add(id)
+		}
+		return nil
+	}
+	switch {
+	case aud.Broadcast:
+		c, err := r.ActiveCount(app)
+		return nil, int(c), err
+	case len(aud.DeviceIDs) > 0:
+		for _, id := range aud.DeviceIDs {
+			if err := check(id); err != nil {
+				return nil, 0, err
+			}
+		}
+	case len(aud.Aliases) > 0:
+		for _, a := range aud.Aliases {
+			var cand []string
+			if err := r.ByAlias(app, a, func(id string) bool { cand = append(cand, id); return true }); err != nil {
+				return nil, 0, err
+			}
+			for _, id := range cand {
+				if err := check(id); err != nil {
+					return nil, 0, err
+				}
+			}
+		}
+	case aud.Tags != nil:
+		// Candidates from the smallest positive index, then filtered.
+		seed := aud.Tags.AllOf
+		if len(seed) == 0 {
+			seed = aud.Tags.AnyOf
+		} else {
+			seed = seed[:1]
+		}
+		cands := map[string]struct{}{}
+		for _, t := range seed {
+			if err := r.ByTag(app, t, func(id string) bool { cands[id] = struct{}{}; return true }); err != nil {
+				return nil, 0, err
+			}
+		}
+		for _, id := range slices.Sorted(maps.Keys(cands)) {
+			if err := check(id); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	return ids, len(ids), nil
+}
+
+func matchTags(tags []string, e *message.TagExpr) bool {
+	if e == nil {
+		return true
+	}
+	has := func(t string) bool { return slices.Contains(tags, t) }
+	for _, t := range e.AllOf {
+		if !has(t) {
+			return false
+		}
+	}
+	if len(e.AnyOf) > 0 && !slices.ContainsFunc(e.AnyOf, has) {
+		return false
+	}
+	return !slices.ContainsFunc(e.NoneOf, has)
+}
