@@ -100,8 +100,8 @@ func (e *MissingHeadersError) Error() string {
 func (e *MissingHeadersError) Unwrap() error { return ErrMissingHeaders }
 
 // MalformedError reports which part of the request is badly formed. It
-// unwraps to ErrMalformedHeader and, when set, to Err (for example a
-// *url.EscapeError-like cause for the query). It never contains the value.
+// unwraps to ErrMalformedHeader and, when set, to Err. It never contains a
+// header value (only, for the query, the offending escape).
 type MalformedError struct {
 	Field  string // a header name, or "query"
 	Reason string
@@ -169,6 +169,7 @@ type Credentials struct {
 	Secret []byte
 }
 
+// String redacts the secret for %v and %s.
 func (c Credentials) String() string {
 	return "Credentials{AppID: " + strconv.Quote(c.AppID) + ", Secret: REDACTED}"
 }
@@ -502,6 +503,7 @@ func (v *Verifier) Verify(ctx context.Context, r *http.Request, body []byte) (Cr
 }
 
 func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte, maxBody int64) (Credentials, error) {
+	// 1. Body size.
 	if int64(len(body)) > maxBody {
 		return Credentials{}, &BodyTooLargeError{Limit: maxBody}
 	}
