@@ -15,10 +15,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/message"
-	"github.com/pushledger/pushledger/ledger"
 	"github.com/pushledger/pushledger/projections"
 )
 

@@ -19,10 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/adapters/secretbox"
 	"github.com/pushledger/pushledger/api/signing"
 	"github.com/pushledger/pushledger/commands"
-	"github.com/pushledger/pushledger/ledger"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/schema"
 )

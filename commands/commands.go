@@ -13,10 +13,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/device"
 	"github.com/pushledger/pushledger/domain/message"
-	"github.com/pushledger/pushledger/ledger"
 )
 
 // ErrConflict: the stream kept changing under the command; it was retried

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/domain/app"
-	"github.com/pushledger/pushledger/ledger"
 )
 
 // Apps is the app directory: every app's current state, in memory, by id

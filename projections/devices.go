@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/domain/device"
 	"github.com/pushledger/pushledger/domain/message"
-	"github.com/pushledger/pushledger/ledger"
 )
 
 // DeviceView is the registry's view of one device.

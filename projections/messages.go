@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/domain/message"
-	"github.com/pushledger/pushledger/ledger"
 )
 
 // ChannelCounts counts what happened on one channel.

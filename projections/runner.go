@@ -13,7 +13,7 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/adapters/ledger"
 )
 
 // ErrNotFound is returned by Store.Get and by queries for missing keys.

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/channels"
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/message"
-	"github.com/pushledger/pushledger/ledger"
 	"github.com/pushledger/pushledger/projections"
 )
 

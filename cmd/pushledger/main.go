@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -88,7 +89,15 @@ func serveCmd() *cobra.Command {
 				return err
 			}
 			log := logger(c, cmd.ErrOrStderr())
-			p, err := platform.Open(platformConfig(c, log))
+			pc := platformConfig(c, log)
+			roles, _ := cmd.Flags().GetStringSlice("roles")
+			pc.NoDispatcher = !slices.Contains(roles, "dispatcher")
+			for _, r := range roles {
+				if r != "api" && r != "dispatcher" {
+					return fmt.Errorf("--roles: unknown role %q (api, dispatcher)", r)
+				}
+			}
+			p, err := platform.Open(pc)
 			if err != nil {
 				return err
 			}
@@ -102,6 +111,7 @@ func serveCmd() *cobra.Command {
 	}
 	cmd.Flags().String("http-addr", "", "HTTP listen address (default 127.0.0.1:8080)")
 	cmd.Flags().String("log-level", "", "debug, info, warn or error")
+	cmd.Flags().StringSlice("roles", []string{"api", "dispatcher"}, "roles of this process: api (REST and read models), dispatcher")
 	return cmd
 }
 

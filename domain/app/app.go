@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Persisted event type names (see schema/events/). Never change one.
@@ -246,6 +247,9 @@ func Decide(a *App, c Command, now time.Time) ([]Event, error) {
 	if _, create := c.(Create); !create && a.ID == "" {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, c.commandName())
 	}
+	if !validText(c) {
+		return nil, fmt.Errorf("%w: %s: text is not UTF-8", ErrInvalid, c.commandName())
+	}
 	switch c := c.(type) {
 	case Create:
 		if a.ID != "" {
@@ -302,6 +306,40 @@ func Decide(a *App, c Command, now time.Time) ([]Event, error) {
 		return []Event{BlacklistRemoved{Kind: c.Kind, Values: vals, At: now}}, nil
 	}
 	return nil, fmt.Errorf("%w: unknown command %T", ErrInvalid, c)
+}
+
+// validText reports whether the strings c gives events are UTF-8: JSON
+// holds nothing else, and a persisted event would replay differently.
+func validText(c Command) bool {
+	switch c := c.(type) {
+	case Create:
+		return utf8Strings(c.AppID, c.Name, c.AppKey)
+	case ConfigureChannel:
+		if !utf8Strings(c.Channel) {
+			return false
+		}
+		for k, v := range c.Config.Settings {
+			if !utf8Strings(k, v) {
+				return false
+			}
+		}
+	case RemoveChannel:
+		return utf8Strings(c.Channel)
+	case AddToBlacklist:
+		return utf8Strings(c.Kind) && utf8Strings(c.Values...)
+	case RemoveFromBlacklist:
+		return utf8Strings(c.Kind) && utf8Strings(c.Values...)
+	}
+	return true
+}
+
+func utf8Strings(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
 }
 
 func blacklistValues(kind string, values []string) ([]string, error) {

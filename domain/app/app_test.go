@@ -124,13 +124,14 @@ func TestDecideCreate(t *testing.T) {
 		{name: "created: again, invalid", given: history("created"), when: app.Create{}, err: app.ErrInvalidTransition},
 	}
 	for name, f := range map[string]func(*app.Create){
-		"no id":         func(c *app.Create) { c.AppID = "" },
-		"no key":        func(c *app.Create) { c.AppKey = "" },
-		"no secret":     func(c *app.Create) { c.SecretCiphertext = nil },
-		"empty secret":  func(c *app.Create) { c.SecretCiphertext = []byte{} },
-		"no name":       func(c *app.Create) { c.Name = "" },
-		"blank name":    func(c *app.Create) { c.Name = " \t " },
-		"name too long": func(c *app.Create) { c.Name = strings.Repeat("n", 201) },
+		"no id":          func(c *app.Create) { c.AppID = "" },
+		"no key":         func(c *app.Create) { c.AppKey = "" },
+		"no secret":      func(c *app.Create) { c.SecretCiphertext = nil },
+		"empty secret":   func(c *app.Create) { c.SecretCiphertext = []byte{} },
+		"no name":        func(c *app.Create) { c.Name = "" },
+		"blank name":     func(c *app.Create) { c.Name = " \t " },
+		"name not UTF-8": func(c *app.Create) { c.Name = "Sh\xffop" },
+		"name too long":  func(c *app.Create) { c.Name = strings.Repeat("n", 201) },
 	} {
 		cases = append(cases, decideCase{name: "new: " + name, when: with(create(), f), err: app.ErrInvalid})
 	}
@@ -148,6 +149,7 @@ func TestDecideChannels(t *testing.T) {
 		{name: "configure: no settings", given: history("created"), when: app.ConfigureChannel{Channel: "fcm", Config: app.ChannelConfig{Settings: map[string]string{}}},
 			then: configured("fcm", app.ChannelConfig{})},
 		{name: "configure: longest name", given: history("created"), when: app.ConfigureChannel{Channel: long}, then: configured(long, app.ChannelConfig{})},
+		{name: "configure: setting not UTF-8", given: history("created"), when: app.ConfigureChannel{Channel: "fcm", Config: app.ChannelConfig{Settings: map[string]string{"k": "\xff"}}}, err: app.ErrInvalid},
 		{name: "configure: no name", given: history("created"), when: app.ConfigureChannel{Config: apnsCfg}, err: app.ErrInvalid},
 		{name: "configure: name too long", given: history("created"), when: app.ConfigureChannel{Channel: long + "c"}, err: app.ErrInvalid},
 		{name: "configure: same is a no-op", given: history("configured"), when: app.ConfigureChannel{Channel: "apns", Config: apnsCfg}},
@@ -213,13 +215,14 @@ func TestDecideBlacklist(t *testing.T) {
 		func(k string, v []string) app.Command { return app.RemoveFromBlacklist{Kind: k, Values: v} },
 	} {
 		for name, c := range map[string]app.Command{
-			"no kind":        cmd("", []string{"u1"}),
-			"unknown kind":   cmd("tenant", []string{"u1"}),
-			"no values":      cmd(app.KindUser, nil),
-			"empty values":   cmd(app.KindUser, []string{}),
-			"too many":       cmd(app.KindUser, values(1001)),
-			"empty value":    cmd(app.KindUser, []string{"u1", ""}),
-			"value too long": cmd(app.KindUser, []string{long + "v"}),
+			"no kind":         cmd("", []string{"u1"}),
+			"unknown kind":    cmd("tenant", []string{"u1"}),
+			"no values":       cmd(app.KindUser, nil),
+			"empty values":    cmd(app.KindUser, []string{}),
+			"too many":        cmd(app.KindUser, values(1001)),
+			"empty value":     cmd(app.KindUser, []string{"u1", ""}),
+			"value not UTF-8": cmd(app.KindUser, []string{"u\xff"}),
+			"value too long":  cmd(app.KindUser, []string{long + "v"}),
 		} {
 			cases = append(cases, decideCase{name: "invalid: " + name, given: history("blacklisted"), when: c, err: app.ErrInvalid})
 		}

@@ -22,7 +22,7 @@ func drawSettings(t *rapid.T) map[string]string {
 	case 1:
 		return map[string]string{}
 	case 2:
-		return map[string]string{"k": "v"}
+		return map[string]string{"k": rapid.SampledFrom([]string{"v", "\xff"}).Draw(t, "v")}
 	default:
 		return map[string]string{"k": "w", "team": "T"}
 	}
@@ -39,7 +39,7 @@ func drawValues(t *rapid.T) []string {
 	if rapid.IntRange(0, 9).Draw(t, "nil?") == 0 {
 		return nil
 	}
-	pool := []string{"u1", "u2", "d1", "", strings.Repeat("v", 129)}
+	pool := []string{"u1", "u2", "d1", "", "\xff", "\xfe", strings.Repeat("v", 129)}
 	return rapid.SliceOfN(rapid.SampledFrom(pool), 0, 4).Draw(t, "values")
 }
 
@@ -48,13 +48,13 @@ func drawCommand(t *rapid.T) app.Command {
 		return rapid.SampledFrom([]string{app.KindUser, app.KindDevice, app.KindGroup, "", "tenant"}).Draw(t, "kind")
 	}
 	channel := func() string {
-		return rapid.SampledFrom([]string{"apns", "fcm", "gateway", "", strings.Repeat("c", 65)}).Draw(t, "channel")
+		return rapid.SampledFrom([]string{"apns", "fcm", "gateway", "", "\xfe", strings.Repeat("c", 65)}).Draw(t, "channel")
 	}
 	switch rapid.IntRange(0, 8).Draw(t, "command") {
 	case 0, 1:
 		return app.Create{
 			AppID:            rapid.SampledFrom([]string{"a1", "a1", ""}).Draw(t, "id"),
-			Name:             rapid.SampledFrom([]string{"Shop", " Shop ", "", "  ", strings.Repeat("n", 201)}).Draw(t, "name"),
+			Name:             rapid.SampledFrom([]string{"Shop", " Shop ", "", "Sh\xffop", "  ", strings.Repeat("n", 201)}).Draw(t, "name"),
 			AppKey:           rapid.SampledFrom([]string{"k1", "k1", ""}).Draw(t, "key"),
 			SecretCiphertext: rapid.SampledFrom([][]byte{{1, 2, 3}, {0xff}, nil, {}}).Draw(t, "secret"),
 		}

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"time"
+	"unicode/utf8"
 )
 
 // Persisted event type names (see schema/events/). Never change one.
@@ -270,6 +271,9 @@ func Decide(d *Device, c Command, now time.Time) ([]Event, error) {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, c.commandName())
 		}
 	}
+	if !validText(c) {
+		return nil, fmt.Errorf("%w: %s: text is not UTF-8", ErrInvalid, c.commandName())
+	}
 	switch c := c.(type) {
 	case Register:
 		if err := validateRegister(c); err != nil {
@@ -340,6 +344,41 @@ func Decide(d *Device, c Command, now time.Time) ([]Event, error) {
 		return []Event{TokenInvalidated{Channel: c.Channel, Token: c.Token, Reason: c.Reason, At: now}}, nil
 	}
 	return nil, fmt.Errorf("%w: unknown command %T", ErrInvalid, c)
+}
+
+// validText reports whether the strings c gives events are UTF-8: JSON
+// holds nothing else, and a persisted event would replay differently.
+func validText(c Command) bool {
+	switch c := c.(type) {
+	case Register:
+		p := c.Profile
+		if !utf8Strings(c.AppID, c.DeviceID, p.Platform, p.Brand, p.Model, p.OSVersion) {
+			return false
+		}
+		for ch, tok := range p.Tokens {
+			if !utf8Strings(ch, tok) {
+				return false
+			}
+		}
+	case BindAlias:
+		return utf8Strings(c.Alias)
+	case AddTags:
+		return utf8Strings(c.Tags...)
+	case RemoveTags:
+		return utf8Strings(c.Tags...)
+	case InvalidateToken:
+		return utf8Strings(c.Channel, c.Token, c.Reason)
+	}
+	return true
+}
+
+func utf8Strings(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
 }
 
 func validateRegister(c Register) error {

@@ -143,6 +143,8 @@ func TestDecideRegister(t *testing.T) {
 		"unknown platform":       func(c *device.Register) { c.Profile.Platform = "symbian" },
 		"token without channel":  func(c *device.Register) { c.Profile.Tokens = map[string]string{"": "t"} },
 		"empty token":            func(c *device.Register) { c.Profile.Tokens = map[string]string{"fcm": ""} },
+		"brand not UTF-8":        func(c *device.Register) { c.Profile.Brand = "\xff" },
+		"token not UTF-8":        func(c *device.Register) { c.Profile.Tokens = map[string]string{"fcm": "t\xff"} },
 		"token too long":         func(c *device.Register) { c.Profile.Tokens = map[string]string{"fcm": strings.Repeat("t", 4097)} },
 	} {
 		cases = append(cases, decideCase{name: "new: " + name, when: with(register(), f), err: device.ErrInvalid})
@@ -170,6 +172,7 @@ func TestDecideAlias(t *testing.T) {
 		{name: "bind: active", given: history("active"), when: device.BindAlias{Alias: "u1"}, then: []device.Event{device.AliasBound{Alias: "u1", At: now}}},
 		{name: "bind: longest", given: history("active"), when: device.BindAlias{Alias: long}, then: []device.Event{device.AliasBound{Alias: long, At: now}}},
 		{name: "bind: empty", given: history("active"), when: device.BindAlias{}, err: device.ErrInvalid},
+		{name: "bind: not UTF-8", given: history("active"), when: device.BindAlias{Alias: "u\xff"}, err: device.ErrInvalid},
 		{name: "bind: too long", given: history("active"), when: device.BindAlias{Alias: long + "u"}, err: device.ErrInvalid},
 		{name: "bind: same alias is a no-op", given: history("aliased"), when: device.BindAlias{Alias: "u1"}},
 		{name: "bind: other alias", given: history("aliased"), when: device.BindAlias{Alias: "u2"}, then: []device.Event{device.AliasBound{Alias: "u2", At: now}}},
@@ -200,6 +203,7 @@ func TestDecideTags(t *testing.T) {
 		{name: "add: all present is a no-op", given: history("tagged"), when: device.AddTags{Tags: []string{"b", "a"}}},
 		{name: "add: none", given: history("active"), when: device.AddTags{}, err: device.ErrInvalid},
 		{name: "add: empty tag", given: history("active"), when: device.AddTags{Tags: []string{"a", ""}}, err: device.ErrInvalid},
+		{name: "add: tag not UTF-8", given: history("active"), when: device.AddTags{Tags: []string{"\xfe"}}, err: device.ErrInvalid},
 		{name: "add: tag too long", given: history("active"), when: device.AddTags{Tags: []string{strings.Repeat("t", device.MaxTagLen+1)}}, err: device.ErrInvalid},
 		{name: "add: longest tag", given: history("active"), when: device.AddTags{Tags: []string{strings.Repeat("t", device.MaxTagLen)}},
 			then: []device.Event{device.TagsAdded{Tags: []string{strings.Repeat("t", device.MaxTagLen)}, At: now}}},

@@ -24,7 +24,7 @@ func drawTokens(t *rapid.T) map[string]string {
 	case 2:
 		return map[string]string{"fcm": "t1"}
 	case 3:
-		return map[string]string{"fcm": "t2"}
+		return map[string]string{"fcm": rapid.SampledFrom([]string{"t2", "t\xff"}).Draw(t, "t2")}
 	case 4:
 		return map[string]string{"fcm": "t1", "apns": "a1"}
 	case 5:
@@ -46,7 +46,7 @@ func drawTags(t *rapid.T) []string {
 		}
 		return out
 	}
-	pool := []string{"a", "b", "c", "", strings.Repeat("l", device.MaxTagLen+1)}
+	pool := []string{"a", "b", "c", "", "\xff", "\xfe", strings.Repeat("l", device.MaxTagLen+1)}
 	if rapid.Bool().Draw(t, "nil?") {
 		return nil
 	}
@@ -61,14 +61,14 @@ func drawCommand(t *rapid.T) device.Command {
 			DeviceID: rapid.SampledFrom([]string{"d1", "d1", "", "d 1", strings.Repeat("d", device.MaxIDLen+1)}).Draw(t, "device"),
 			Profile: device.Profile{
 				Platform:  rapid.SampledFrom([]string{device.PlatformAndroid, device.PlatformIOS, device.PlatformHarmony, device.PlatformWeb, "", "symbian"}).Draw(t, "platform"),
-				Brand:     rapid.SampledFrom([]string{"", "X"}).Draw(t, "brand"),
+				Brand:     rapid.SampledFrom([]string{"", "X", "\xff"}).Draw(t, "brand"),
 				Model:     rapid.SampledFrom([]string{"", "M"}).Draw(t, "model"),
 				OSVersion: rapid.SampledFrom([]string{"", "14", "15"}).Draw(t, "os"),
 				Tokens:    drawTokens(t),
 			},
 		}
 	case 2:
-		return device.BindAlias{Alias: rapid.SampledFrom([]string{"u1", "u2", "", strings.Repeat("u", device.MaxIDLen+1)}).Draw(t, "alias")}
+		return device.BindAlias{Alias: rapid.SampledFrom([]string{"u1", "u2", "", "u\xff", strings.Repeat("u", device.MaxIDLen+1)}).Draw(t, "alias")}
 	case 3:
 		return device.UnbindAlias{}
 	case 4, 5:

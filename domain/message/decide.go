@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Priorities.
@@ -90,6 +91,9 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 	now = now.UTC()
 	if _, isAccept := c.(Accept); !isAccept && m.State == StateNone {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, c.commandName())
+	}
+	if !validText(c) {
+		return nil, fmt.Errorf("%w: %s: text is not UTF-8", ErrInvalid, c.commandName())
 	}
 	var out []Event
 	switch c := c.(type) {
@@ -234,6 +238,46 @@ func accept(c Accept, now time.Time) (Accepted, error) {
 		TTLSeconds: int64(ttl / time.Second), ExpiresAt: start.Add(ttl), SendAt: sendAt,
 		IdempotencyKey: c.IdempotencyKey, At: now,
 	}, nil
+}
+
+// validText reports whether the strings c gives events are UTF-8: JSON
+// holds nothing else, and a persisted event would replay differently.
+func validText(c Command) bool {
+	switch c := c.(type) {
+	case Accept:
+		a := c.Audience
+		ok := utf8Strings(c.MessageID, c.AppID, c.Priority, c.CollapseID, c.IdempotencyKey) && utf8.Valid(c.Data) &&
+			utf8Strings(c.Targets...) && utf8Strings(a.DeviceIDs...) && utf8Strings(a.Aliases...)
+		if a.Tags != nil {
+			ok = ok && utf8Strings(a.Tags.AllOf...) && utf8Strings(a.Tags.AnyOf...) && utf8Strings(a.Tags.NoneOf...)
+		}
+		if c.Notification != nil {
+			ok = ok && utf8Strings(c.Notification.Title, c.Notification.Body)
+		}
+		return ok
+	case StartAttempt:
+		return utf8Strings(c.Channel)
+	case RecordSent:
+		return utf8Strings(c.Channel, c.ProviderID)
+	case RecordFailure:
+		return utf8Strings(c.Channel, c.Reason)
+	case RecordDelivered:
+		return utf8Strings(c.DeviceID, c.Channel)
+	case RecordOpened:
+		return utf8Strings(c.DeviceID, c.Channel)
+	case Cancel:
+		return utf8Strings(c.Reason)
+	}
+	return true
+}
+
+func utf8Strings(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalJSON returns data as encoding/json writes it (compact, HTML

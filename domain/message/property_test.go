@@ -26,7 +26,7 @@ func drawNow(t *rapid.T, now time.Time) time.Time {
 }
 
 func drawStrings(t *rapid.T, label string) []string {
-	return rapid.SampledFrom([][]string{nil, {}, {"x"}, {"x", "y", "x"}}).Draw(t, label)
+	return rapid.SampledFrom([][]string{nil, {}, {"x"}, {"x", "y", "x"}, {"\xff"}}).Draw(t, label)
 }
 
 func drawAudience(t *rapid.T) message.Audience {
@@ -55,9 +55,9 @@ func drawAccept(t *rapid.T, now time.Time) message.Accept {
 		Targets:        drawStrings(t, "targets"),
 		TargetCount:    rapid.IntRange(0, 3).Draw(t, "target_count"),
 		Notification:   &message.Notification{Title: rapid.SampledFrom([]string{"", "Hi"}).Draw(t, "title"), Body: "b"},
-		Data:           rapid.SampledFrom([]json.RawMessage{nil, {}, json.RawMessage(`{"k":"v"}`), json.RawMessage("{ \"k\" : [1, 2] }\n"), json.RawMessage(`"<b>&"`), json.RawMessage(`null`)}).Draw(t, "data"),
+		Data:           rapid.SampledFrom([]json.RawMessage{nil, {}, json.RawMessage(`{"k":"v"}`), json.RawMessage("{ \"k\" : [1, 2] }\n"), json.RawMessage(`"<b>&"`), json.RawMessage(`null`), json.RawMessage("\"\xff\"")}).Draw(t, "data"),
 		Priority:       rapid.SampledFrom([]string{"", message.PriorityNormal, message.PriorityHigh}).Draw(t, "priority"),
-		CollapseID:     rapid.SampledFrom([]string{"", "c"}).Draw(t, "collapse"),
+		CollapseID:     rapid.SampledFrom([]string{"", "c", "\xfe"}).Draw(t, "collapse"),
 		TTL:            rapid.SampledFrom([]time.Duration{0, 1500 * time.Millisecond, time.Hour, 24 * time.Hour, message.MaxTTL}).Draw(t, "ttl"),
 		IdempotencyKey: rapid.SampledFrom([]string{"", "k"}).Draw(t, "idem"),
 	}
@@ -89,8 +89,12 @@ func drawCommand(t *rapid.T, m *message.Message, now time.Time) message.Command 
 		return drawAccept(t, now)
 	}
 	attempt := func() int { return m.Attempt + rapid.IntRange(-1, 1).Draw(t, "attempt delta") }
-	channel := func() string { return rapid.SampledFrom([]string{"apns", "fcm", "gateway", ""}).Draw(t, "channel") }
-	device := func() string { return rapid.SampledFrom([]string{"d1", "d2", "d3", ""}).Draw(t, "device") }
+	channel := func() string {
+		return rapid.SampledFrom([]string{"apns", "fcm", "gateway", "", "\xfe"}).Draw(t, "channel")
+	}
+	device := func() string {
+		return rapid.SampledFrom([]string{"d1", "d2", "d3", "", "d\xff", "d\xfe"}).Draw(t, "device")
+	}
 	switch rapid.IntRange(0, 10).Draw(t, "command") {
 	case 0:
 		return drawAccept(t, now)
@@ -108,7 +112,7 @@ func drawCommand(t *rapid.T, m *message.Message, now time.Time) message.Command 
 	case 8, 9:
 		return message.Expire{}
 	default:
-		return message.Cancel{Reason: rapid.SampledFrom([]string{"", "why"}).Draw(t, "cancel reason")}
+		return message.Cancel{Reason: rapid.SampledFrom([]string{"", "why", "\xff"}).Draw(t, "cancel reason")}
 	}
 }
 

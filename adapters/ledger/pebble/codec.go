@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/adapters/ledger"
 )
 
 // Key prefixes. See the package documentation for the layout.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/adapters/ledger"
 )
 
 func sampleRecord() []byte {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
-	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/adapters/ledger"
 )
 
 // ctxCheckEvery is how many keys a scan visits between context checks.

@@ -55,7 +55,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/adapters/ledger"
 )
 
 var _ ledger.Store = (*Store)(nil)
@@ -74,6 +74,8 @@ type Config struct {
 	// SubscriptionBatch is the most events one Subscription.Recv returns.
 	// Default 512.
 	SubscriptionBatch int
+	// CacheBytes is the size of Pebble's block cache. Default 64 MiB.
+	CacheBytes int64
 	// Logger receives Pebble's errors (and its informational messages at
 	// Debug level). Default: slog.Default().
 	Logger *slog.Logger
@@ -82,6 +84,7 @@ type Config struct {
 const (
 	defaultMaxBatchEvents    = 4096
 	defaultSubscriptionBatch = 512
+	defaultCacheBytes        = 64 << 20
 	// queueLen is the capacity of the append queue. Appenders beyond it wait
 	// (or give up with their context) until the writer takes their append.
 	queueLen = 1024
@@ -95,6 +98,9 @@ func (c Config) validate() error {
 	if c.MaxBatchEvents < 0 {
 		errs = append(errs, fmt.Errorf("pebbleledger: Config.MaxBatchEvents %d is negative", c.MaxBatchEvents))
 	}
+	if c.CacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("pebbleledger: Config.CacheBytes %d is negative", c.CacheBytes))
+	}
 	if c.SubscriptionBatch < 0 {
 		errs = append(errs, fmt.Errorf("pebbleledger: Config.SubscriptionBatch %d is negative", c.SubscriptionBatch))
 	}
@@ -106,7 +112,6 @@ func (c Config) validate() error {
 type Store struct {
 	cfg      Config // with defaults applied
 	db       *pebble.DB
-	log      *slog.Logger
 	maxBatch int
 	subBatch int
 
@@ -139,6 +144,16 @@ type tip struct {
 
 // Open opens (or creates) the store in cfg.Dir and starts its writer.
 func Open(cfg Config) (*Store, error) {
+	s, err := open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	go s.w.run()
+	return s, nil
+}
+
+// open opens the store without starting the writer.
+func open(cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -148,6 +163,9 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.SubscriptionBatch == 0 {
 		cfg.SubscriptionBatch = defaultSubscriptionBatch
 	}
+	if cfg.CacheBytes == 0 {
+		cfg.CacheBytes = defaultCacheBytes
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -155,6 +173,7 @@ func Open(cfg Config) (*Store, error) {
 	opts := &pebble.Options{
 		FS:                 cfg.FS,
 		FormatMajorVersion: pebble.FormatNewest,
+		CacheSize:          cfg.CacheBytes,
 		Logger:             pebbleLogger{log},
 	}
 	// Bloom filters: appends look up stream heads and event ids by key, and
@@ -171,7 +190,6 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		cfg:        cfg,
 		db:         db,
-		log:        log,
 		maxBatch:   cfg.MaxBatchEvents,
 		subBatch:   cfg.SubscriptionBatch,
 		reqs:       make(chan *appendReq, queueLen),
@@ -185,7 +203,6 @@ func Open(cfg Config) (*Store, error) {
 		heads:   make(map[string]head),
 		ids:     make(map[string]idEntry),
 	}
-	go s.w.run()
 	log.Debug("opened", "dir", cfg.Dir, "last_position", last)
 	return s, nil
 }
@@ -279,7 +296,7 @@ type appendReq struct {
 type appendResp struct {
 	res    ledger.AppendResult
 	err    error
-	staged bool // in the batch being built
+	staged bool // success depends on the batch being built
 }
 
 // Append implements ledger.Store. It returns after the events are fsynced,
@@ -418,7 +435,9 @@ func (w *writer) commit() {
 		}
 		res, write, err := w.check(r)
 		if err != nil || !write {
-			w.resps[i] = appendResp{res: res, err: err}
+			// A retry of an append staged in this batch succeeds only if
+			// the batch commits.
+			w.resps[i] = appendResp{res: res, err: err, staged: err == nil && res.Position > w.lastPos}
 			continue
 		}
 		res, err = w.stage(b, r, &pos, now)
@@ -433,8 +452,7 @@ func (w *writer) commit() {
 	}
 	if staged > 0 && w.failed == nil {
 		if err := b.Commit(pebble.Sync); err != nil {
-			w.failed = fmt.Errorf("pebbleledger: commit: %w", err)
-			s.log.Error("commit failed; the store refuses further appends", "err", err)
+			w.failed = fmt.Errorf("pebbleledger: commit (the store refuses further appends): %w", err)
 		} else {
 			s.commits.Add(1)
 			w.lastPos = pos

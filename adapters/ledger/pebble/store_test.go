@@ -5,13 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/pushledger/pushledger/ledger"
-	"github.com/pushledger/pushledger/ledger/ledgertest"
+	"github.com/pushledger/pushledger/adapters/ledger"
+	"github.com/pushledger/pushledger/adapters/ledger/ledgertest"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -64,11 +65,11 @@ func TestConformanceMemFS(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	_, err := Open(Config{MaxBatchEvents: -1, SubscriptionBatch: -2})
+	_, err := Open(Config{MaxBatchEvents: -1, SubscriptionBatch: -2, CacheBytes: -3})
 	if err == nil {
 		t.Fatal("Open accepted an invalid config")
 	}
-	for _, want := range []string{"Dir", "MaxBatchEvents", "SubscriptionBatch"} {
+	for _, want := range []string{"Dir", "MaxBatchEvents", "SubscriptionBatch", "CacheBytes"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}
@@ -137,5 +138,90 @@ func TestLayoutVersionMismatch(t *testing.T) {
 	}
 	if _, err := Open(Config{Dir: "db", FS: fs, Logger: quietLogger()}); err == nil || !strings.Contains(err.Error(), "layout version") {
 		t.Fatalf("Open of a store with another layout = %v", err)
+	}
+}
+
+// TestGroupCommit queues appends before the writer starts, so that they
+// are decided in one batch: each is checked against the ones before it in
+// the batch, a failing one fails alone, and one fsync covers them all.
+func TestGroupCommit(t *testing.T) {
+	s, err := open(Config{Dir: "db", FS: vfs.NewMem(), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func() ledger.EventData { return ledger.EventData{ID: ledger.NewID(), Type: "t"} }
+	a1, a2, c1, g1, h1 := ev(), ev(), ev(), ev(), ev()
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	type call struct {
+		ctx    context.Context
+		stream string
+		exp    ledger.StreamState
+		evs    []ledger.EventData
+	}
+	bg := context.Background()
+	calls := []call{
+		{bg, "s1", ledger.NoStream{}, []ledger.EventData{a1, a2}},   // 0: ok, revisions 0-1, positions 1-2
+		{bg, "s1", ledger.NoStream{}, []ledger.EventData{ev()}},     // 1: wrong revision (s1 staged)
+		{bg, "s1", ledger.Revision(1), []ledger.EventData{c1}},      // 2: ok, revision 2, position 3
+		{bg, "s1", ledger.Any{}, []ledger.EventData{a1, a2}},        // 3: retry of 0
+		{bg, "s1", ledger.NoStream{}, []ledger.EventData{a1, a2}},   // 4: retry of 0 at its state
+		{bg, "s1", ledger.Any{}, []ledger.EventData{a2, ev()}},      // 5: partial
+		{canceled, "s2", ledger.Any{}, []ledger.EventData{ev()}},    // 6: canceled
+		{bg, "s2", ledger.StreamExists{}, []ledger.EventData{ev()}}, // 7: wrong revision (no s2)
+		{bg, "s2", ledger.NoStream{}, []ledger.EventData{g1}},       // 8: ok, position 4
+		{bg, "s1", ledger.Revision(2), []ledger.EventData{h1}},      // 9: ok, revision 3, position 5
+	}
+	var reqs []*appendReq
+	for _, c := range calls {
+		exp, err := validateAppend(c.stream, c.exp, c.evs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &appendReq{ctx: c.ctx, stream: c.stream, expected: c.exp, exp: exp, events: c.evs, done: make(chan appendResp, 1)}
+		s.reqs <- r
+		reqs = append(reqs, r)
+	}
+	go s.w.run()
+	t.Cleanup(func() { _ = s.Close() })
+	resps := make([]appendResp, len(reqs))
+	for i, r := range reqs {
+		resps[i] = <-r.done
+	}
+	if n := s.commits.Load(); n != 1 {
+		t.Fatalf("%d commits, want 1", n)
+	}
+	ok := func(i int, rev, pos uint64) {
+		t.Helper()
+		if resps[i].err != nil || resps[i].res != (ledger.AppendResult{NextExpectedRevision: rev, Position: pos}) {
+			t.Errorf("append %d = %+v, %v; want revision %d position %d", i, resps[i].res, resps[i].err, rev, pos)
+		}
+	}
+	fails := func(i int, target error) {
+		t.Helper()
+		if !errors.Is(resps[i].err, target) {
+			t.Errorf("append %d = %v, want %v", i, resps[i].err, target)
+		}
+	}
+	ok(0, 1, 2)
+	fails(1, ledger.ErrWrongExpectedRevision)
+	ok(2, 2, 3)
+	ok(3, 1, 2)
+	ok(4, 1, 2)
+	fails(5, ledger.ErrIdempotency)
+	fails(6, context.Canceled)
+	fails(7, ledger.ErrWrongExpectedRevision)
+	ok(8, 0, 4)
+	ok(9, 3, 5)
+	evs, err := s.ReadAll(bg, 0, ledger.Forwards, 0, ledger.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.ID)
+	}
+	if want := []string{a1.ID, a2.ID, c1.ID, g1.ID, h1.ID}; !slices.Equal(got, want) {
+		t.Fatalf("$all = %v, want %v", got, want)
 	}
 }

@@ -20,12 +20,12 @@ import (
 
 	"github.com/pushledger/pushledger/adapters/channels/webhook"
 	"github.com/pushledger/pushledger/adapters/kv/pebblekv"
+	"github.com/pushledger/pushledger/adapters/ledger"
 	pebbleledger "github.com/pushledger/pushledger/adapters/ledger/pebble"
 	"github.com/pushledger/pushledger/adapters/secretbox"
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/api/signing"
 	"github.com/pushledger/pushledger/commands"
-	"github.com/pushledger/pushledger/ledger"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/sagas"
 )
@@ -44,6 +44,10 @@ type Config struct {
 	SecretKey string
 	// WebhookTimeout bounds one webhook call. Default 10 s.
 	WebhookTimeout time.Duration
+	// NoDispatcher runs the API and read models without the dispatcher
+	// (role "api" only), e.g. to measure accepts alone or to split roles
+	// across processes. Default false: every role.
+	NoDispatcher bool
 	// Logger, default slog.Default().
 	Logger *slog.Logger
 }
@@ -182,7 +186,9 @@ func (p *Platform) Run(ctx context.Context, ln net.Listener) error {
 	if err := p.waitApps(ctx, last); err != nil {
 		return err
 	}
-	start("dispatcher", p.Dispatcher.Run)
+	if !p.cfg.NoDispatcher {
+		start("dispatcher", p.Dispatcher.Run)
+	}
 	srv := &http.Server{Handler: p.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	start("http", func(ctx context.Context) error {
 		errs := make(chan error, 1)

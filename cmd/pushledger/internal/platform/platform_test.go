@@ -22,12 +22,12 @@ import (
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/channels/webhook"
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/api/client"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform/platformtest"
 	"github.com/pushledger/pushledger/domain/message"
-	"github.com/pushledger/pushledger/ledger"
 	"github.com/pushledger/pushledger/projections"
 )
 

@@ -16,6 +16,23 @@
 // Waiting is done by polling a condition or by blocking in Recv under a
 // context with Features.Timeout; the timeout only turns a hang into a
 // failure, no assertion depends on how fast a store is.
+//
+// Where the port's doc leaves room, the suite pins one reading:
+//   - ReadStream backwards from a revision past the last one returns nothing
+//     (like forwards); only ledger.End means "from the last event".
+//   - An idempotent retry is recognised when its expected state is Any, or
+//     any state that held when the earlier append was made: NoStream for an
+//     append that created the stream, StreamExists or Revision(first-1)
+//     otherwise. A retry at another state fails with
+//     ErrWrongExpectedRevision or ErrIdempotency and writes nothing.
+//   - Idempotency is by event id only: a retry with changed payloads is the
+//     same append.
+//   - Append with a context already done fails with the context's error and
+//     writes nothing.
+//   - After Store.Close every method fails with ErrClosed, and blocked Recv
+//     calls return ErrClosed.
+//   - Recorded is UTC, within the Append call, and does not go backwards
+//     along $all.
 package ledgertest
 
 import (
@@ -30,7 +47,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pushledger/pushledger/ledger"
+	"github.com/pushledger/pushledger/adapters/ledger"
 )
 
 // Features describes what a store can do and sizes the suite.
@@ -275,22 +292,6 @@ func positions(evs []ledger.RecordedEvent) []uint64 {
 		ps[i] = e.Position
 	}
 	return ps
-}
-
-func ids(evs []ledger.RecordedEvent) []string {
-	out := make([]string, len(evs))
-	for i, e := range evs {
-		out[i] = e.ID
-	}
-	return out
-}
-
-func dataIDs(evs []ledger.EventData) []string {
-	out := make([]string, len(evs))
-	for i, e := range evs {
-		out[i] = e.ID
-	}
-	return out
 }
 
 func revisions(evs []ledger.RecordedEvent) []uint64 {
