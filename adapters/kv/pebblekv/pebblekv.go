@@ -1,9 +1,8 @@
 // Package pebblekv stores pushledger's read models (and other rebuildable
-// state) in a Pebble database. Writes are not fsynced: they reach the
-// operating system's page cache through Pebble's write-ahead log, so they
-// survive a crash of the process (kill -9) but may be lost, whole batches at
-// a time, by a crash of the machine — acceptable for state that is rebuilt
-// from the ledger.
+// state) in a Pebble database. Read-model updates are not fsynced: a crash
+// may lose the last batches, whole (data and checkpoint together), and the
+// projection folds them again from the ledger. Nonces (nonces.go) are the
+// exception: they are synced.
 package pebblekv
 
 import (

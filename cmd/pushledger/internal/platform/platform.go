@@ -24,7 +24,6 @@ import (
 	pebbleledger "github.com/pushledger/pushledger/adapters/ledger/pebble"
 	"github.com/pushledger/pushledger/adapters/secretbox"
 	"github.com/pushledger/pushledger/api"
-	"github.com/pushledger/pushledger/api/signing"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/sagas"
@@ -121,9 +120,13 @@ func Open(cfg Config) (*Platform, error) {
 	if p.Dispatcher, err = sagas.NewDispatcher(sagas.DispatchConfig{Logger: cfg.Logger}, p.Ledger, p.Commands, p.Apps, box, p.State, wh); err != nil {
 		return fail(err)
 	}
+	nonces, err := pebblekv.NewNonces(p.State, time.Now)
+	if err != nil {
+		return fail(err)
+	}
 	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
-		Nonces: signing.NewMemoryNonces(time.Now),
+		Nonces: nonces,
 	}); err != nil {
 		return fail(err)
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/api/client"
+	"github.com/pushledger/pushledger/api/signing"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform/platformtest"
 	"github.com/pushledger/pushledger/domain/message"
@@ -390,7 +391,36 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}
-	url, _ := startChild(t, dir)
+	// A request sent (and accepted) just before a crash must not be
+	// replayable after the restart: its nonce was recorded.
+	url, kill := startChild(t, dir)
+	body := []byte(`{"audience":{"device_ids":["d1"]},"notification":{"title":"once","body":""}}`)
+	replay := func(url string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, url+"/v1/messages", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		for k, v := range signedHeaders {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	first, _ := http.NewRequest(http.MethodPost, url+"/v1/messages", bytes.NewReader(body))
+	if err := signing.SignRequest(first, c.AppKey, []byte(c.AppSecret), time.Now(), signing.NewNonce(), body); err != nil {
+		t.Fatal(err)
+	}
+	signedHeaders = first.Header.Clone()
+	if resp := replay(url); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("first send: %d", resp.StatusCode)
+	}
+	kill()
+	url, _ = startChild(t, dir)
+	if resp := replay(url); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("replay after kill -9: status %d, want 401 replayed-nonce", resp.StatusCode)
+	}
 	c.BaseURL = url
 	for _, id := range acked {
 		if evs := history(t, c, id); len(evs) == 0 || evs[0].Type != message.TypeAccepted {
@@ -399,6 +429,8 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	}
 	t.Logf("%d acknowledged messages over %d kills, none lost", len(acked), rounds)
 }
+
+var signedHeaders http.Header
 
 func startChild(t *testing.T, dir string) (url string, kill func()) {
 	t.Helper()
