@@ -149,11 +149,19 @@ func (s *Server) prepare(a *app.App, r MessageRequest) (message.Accept, error) {
 	if n == 0 {
 		return message.Accept{}, projections.ErrEmptyAudience
 	}
-	return message.Accept{
+	cmd := message.Accept{
 		AppID: a.ID, Audience: r.Audience, Targets: ids, TargetCount: n, Notification: r.Notification, Data: r.Data,
 		Priority: r.Priority, CollapseID: r.CollapseID, TTL: time.Duration(r.TTL) * time.Second, SendAt: r.SendAt,
 		IdempotencyKey: r.IdempotencyKey,
-	}, nil
+	}
+	// Run the domain's own checks now, so that a batch is rejected whole
+	// before anything of it is appended.
+	probe := cmd
+	probe.MessageID = "00000000-0000-0000-0000-000000000000"
+	if _, err := message.Decide(&message.Message{}, probe, s.cfg.Now()); err != nil {
+		return message.Accept{}, err
+	}
+	return cmd, nil
 }
 
 func blacklistedTarget(a *app.App, aud message.Audience) string {

@@ -3,8 +3,10 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -97,7 +99,7 @@ func toProblem(err error) *problemError {
 		case http.StatusRequestEntityTooLarge:
 			return problem(413, SlugPayloadTooLarge, "Payload too large", "")
 		}
-		return problem(he.Code, "http-"+http.StatusText(he.Code), http.StatusText(he.Code), "")
+		return problem(he.Code, "http-"+strconv.Itoa(he.Code), http.StatusText(he.Code), fmt.Sprint(he.Message))
 	}
 	switch {
 	case errors.Is(err, signing.ErrMissingHeaders):

@@ -6,6 +6,8 @@ package commands
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,18 +144,30 @@ func execute[S any, E interface{ EventType() string }](ctx context.Context, h *H
 	}
 }
 
-// encode turns domain events into ledger events with deterministic ids: the
-// same decision at the same revision gets the same ids, so an append retried
-// after an unknown outcome is idempotent.
+// encode turns domain events into ledger events with deterministic ids.
+// An id is derived from the stream, the event's revision and type, and a
+// digest of the whole decision (every event's type and data): the same
+// decision at the same revision gets the same ids, so an append retried
+// after an unknown outcome is idempotent; a different decision at that
+// revision (another writer's, or a repeated accept decided at another time)
+// gets other ids, so it meets the expected-revision check instead of being
+// taken by the ledger for a retry of the append that got there first.
 func encode[E interface{ EventType() string }](stream string, rev int64, evs []E) ([]ledger.EventData, error) {
 	out := make([]ledger.EventData, len(evs))
+	sum := sha256.New()
 	for i, e := range evs {
 		b, err := json.Marshal(e)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
 		}
+		out[i] = ledger.EventData{Type: e.EventType(), Data: b}
+		fmt.Fprintf(sum, "%d:%s%d:", len(out[i].Type), out[i].Type, len(b))
+		sum.Write(b)
+	}
+	digest := hex.EncodeToString(sum.Sum(nil))
+	for i := range out {
 		r := strconv.FormatInt(rev+1+int64(i), 10)
-		out[i] = ledger.EventData{ID: ledger.DeterministicID(stream, r, e.EventType()), Type: e.EventType(), Data: b}
+		out[i].ID = ledger.DeterministicID(stream, r, out[i].Type, digest)
 	}
 	return out, nil
 }
@@ -215,7 +229,10 @@ var ErrExists = errors.New("commands: message exists")
 // AcceptMessage signs a new message in. It is the hot path of the API, so it
 // skips the load: a new message's stream must not exist (expected NoStream).
 // When it does, the existing message is returned with an error wrapping
-// ErrExists. It returns only after the ledger acknowledged the append.
+// ErrExists. A repeat that decides byte-identical events (the same command
+// at the same clock reading) cannot be told from a retry of the first
+// append: it succeeds and answers as the first did (see encode). It returns
+// only after the ledger acknowledged the append.
 func (h *Handler) AcceptMessage(ctx context.Context, cmd message.Accept) (message.Message, Result, error) {
 	var m message.Message
 	stream := message.Stream(cmd.MessageID)
@@ -226,6 +243,12 @@ func (h *Handler) AcceptMessage(ctx context.Context, cmd message.Accept) (messag
 	data, err := encode(stream, -1, evs)
 	if err != nil {
 		return m, Result{}, err
+	}
+	// Fresh event ids: a second accept of the same message id must meet the
+	// existing stream (ErrExists), never the ledger's idempotent success —
+	// the caller decides what a repeat means (idempotency-key windows).
+	for i := range data {
+		data[i].ID = ledger.NewID()
 	}
 	res, err := h.store.Append(ctx, stream, ledger.NoStream{}, data...)
 	if errors.Is(err, ledger.ErrWrongExpectedRevision) {

@@ -52,6 +52,9 @@ func FoldStatus(s *MessageStatus, re ledger.RecordedEvent) error {
 		s.Channels = map[string]*ChannelCounts{}
 	}
 	ch := func(name string) *ChannelCounts {
+		if name == "" {
+			return &ChannelCounts{} // failed before any channel was chosen
+		}
 		c := s.Channels[name]
 		if c == nil {
 			c = &ChannelCounts{}

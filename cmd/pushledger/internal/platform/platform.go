@@ -47,6 +47,8 @@ type Config struct {
 	// (role "api" only), e.g. to measure accepts alone or to split roles
 	// across processes. Default false: every role.
 	NoDispatcher bool
+	// Now is the clock of commands, signatures and nonces. Default time.Now.
+	Now func() time.Time
 	// Logger, default slog.Default().
 	Logger *slog.Logger
 }
@@ -73,6 +75,9 @@ func Open(cfg Config) (*Platform, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.WebhookTimeout <= 0 {
 		cfg.WebhookTimeout = 10 * time.Second
@@ -103,7 +108,7 @@ func Open(cfg Config) (*Platform, error) {
 		return nil, errors.Join(err, p.Ledger.Close())
 	}
 	fail := func(err error) (*Platform, error) { return nil, errors.Join(err, p.Close()) }
-	if p.Commands, err = commands.New(p.Ledger, commands.Config{Logger: cfg.Logger}); err != nil {
+	if p.Commands, err = commands.New(p.Ledger, commands.Config{Logger: cfg.Logger, Now: cfg.Now}); err != nil {
 		return fail(err)
 	}
 	p.Apps = projections.NewApps(p.Ledger)
@@ -120,11 +125,11 @@ func Open(cfg Config) (*Platform, error) {
 	if p.Dispatcher, err = sagas.NewDispatcher(sagas.DispatchConfig{Logger: cfg.Logger}, p.Ledger, p.Commands, p.Apps, box, p.State, wh); err != nil {
 		return fail(err)
 	}
-	nonces, err := pebblekv.NewNonces(p.State, time.Now)
+	nonces, err := pebblekv.NewNonces(p.State, cfg.Now)
 	if err != nil {
 		return fail(err)
 	}
-	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger}, api.Deps{
+	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
 		Nonces: nonces,
 	}); err != nil {

@@ -31,10 +31,24 @@ type Instance struct {
 // free loopback port. It is stopped at the end of the test.
 func Start(t testing.TB, dir string) *Instance {
 	t.Helper()
-	if dir == "" {
-		dir = t.TempDir()
+	return StartWith(t, platform.Config{DataDir: dir})
+}
+
+// StartWith is Start with a configuration (DataDir t.TempDir() when empty,
+// logs discarded when no Logger, webhook timeout 5 s when unset).
+func StartWith(t testing.TB, cfg platform.Config) *Instance {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
 	}
-	p, err := platform.Open(platform.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), WebhookTimeout: 5 * time.Second})
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.WebhookTimeout == 0 {
+		cfg.WebhookTimeout = 5 * time.Second
+	}
+	dir := cfg.DataDir
+	p, err := platform.Open(cfg)
 	if err != nil {
 		t.Fatalf("open platform: %v", err)
 	}
