@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -185,6 +186,9 @@ func blacklistedTarget(a *app.App, aud message.Audience) string {
 	return ""
 }
 
+// acceptWorkers bounds the appends one batch request keeps in flight.
+const acceptWorkers = 256
+
 // acceptAll appends every message concurrently, so that the ledger commits
 // them in as few synced batches as it can, and returns their ids in order
 // once all are durable.
@@ -195,13 +199,23 @@ func (s *Server) acceptAll(ctx context.Context, cmds []message.Accept) ([]string
 		ids[0] = id
 		return ids, err
 	}
+	// A bounded pool: enough appends in flight to fill the ledger's group
+	// commits, without a goroutine (and its stack growth) per message.
 	errs := make([]error, len(cmds))
 	var wg sync.WaitGroup
-	for i := range cmds {
+	var next atomic.Int64
+	workers := min(len(cmds), acceptWorkers)
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ids[i], errs[i] = s.accept(ctx, cmds[i])
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(cmds) {
+					return
+				}
+				ids[i], errs[i] = s.accept(ctx, cmds[i])
+			}
 		}()
 	}
 	wg.Wait()

@@ -124,7 +124,13 @@ func (Messages) Apply(w Writer, events []ledger.RecordedEvent) error {
 	for _, re := range events {
 		id := re.Stream[len(message.StreamPrefix):]
 		var s MessageStatus
-		old, err := w.Get(msKey(id))
+		var old []byte
+		var err error
+		if re.Revision > 0 { // a message's first event needs no lookup
+			old, err = w.Get(msKey(id))
+		} else {
+			err = ErrNotFound
+		}
 		switch {
 		case errors.Is(err, ErrNotFound):
 		case err != nil:

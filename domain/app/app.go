@@ -4,15 +4,14 @@
 package app
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pushledger/pushledger/domain/event"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"time"
-	"unicode/utf8"
 )
 
 // Persisted event type names (see schema/events/). Never change one.
@@ -100,15 +99,15 @@ func Decode(eventType string, data []byte) (Event, error) {
 	var err error
 	switch eventType {
 	case TypeCreated:
-		e, err = decode[Created](data)
+		e, err = event.Decode[Created](data)
 	case TypeChannelConfigured:
-		e, err = decode[ChannelConfigured](data)
+		e, err = event.Decode[ChannelConfigured](data)
 	case TypeChannelRemoved:
-		e, err = decode[ChannelRemoved](data)
+		e, err = event.Decode[ChannelRemoved](data)
 	case TypeBlacklistAdded:
-		e, err = decode[BlacklistAdded](data)
+		e, err = event.Decode[BlacklistAdded](data)
 	case TypeBlacklistRemoved:
-		e, err = decode[BlacklistRemoved](data)
+		e, err = event.Decode[BlacklistRemoved](data)
 	default:
 		return nil, fmt.Errorf("app: unknown event type %q", eventType)
 	}
@@ -116,12 +115,6 @@ func Decode(eventType string, data []byte) (Event, error) {
 		return nil, fmt.Errorf("app: decode %s: %w", eventType, err)
 	}
 	return e, nil
-}
-
-func decode[T Event](data []byte) (Event, error) {
-	var v T
-	err := json.Unmarshal(data, &v)
-	return v, err
 }
 
 // App is the state folded from an app's events.
@@ -313,31 +306,22 @@ func Decide(a *App, c Command, now time.Time) ([]Event, error) {
 func validText(c Command) bool {
 	switch c := c.(type) {
 	case Create:
-		return utf8Strings(c.AppID, c.Name, c.AppKey)
+		return event.ValidUTF8(c.AppID, c.Name, c.AppKey)
 	case ConfigureChannel:
-		if !utf8Strings(c.Channel) {
+		if !event.ValidUTF8(c.Channel) {
 			return false
 		}
 		for k, v := range c.Config.Settings {
-			if !utf8Strings(k, v) {
+			if !event.ValidUTF8(k, v) {
 				return false
 			}
 		}
 	case RemoveChannel:
-		return utf8Strings(c.Channel)
+		return event.ValidUTF8(c.Channel)
 	case AddToBlacklist:
-		return utf8Strings(c.Kind) && utf8Strings(c.Values...)
+		return event.ValidUTF8(c.Kind) && event.ValidUTF8(c.Values...)
 	case RemoveFromBlacklist:
-		return utf8Strings(c.Kind) && utf8Strings(c.Values...)
-	}
-	return true
-}
-
-func utf8Strings(ss ...string) bool {
-	for _, s := range ss {
-		if !utf8.ValidString(s) {
-			return false
-		}
+		return event.ValidUTF8(c.Kind) && event.ValidUTF8(c.Values...)
 	}
 	return true
 }

@@ -4,14 +4,13 @@
 package device
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pushledger/pushledger/domain/event"
 	"maps"
 	"slices"
 	"sort"
 	"time"
-	"unicode/utf8"
 )
 
 // Persisted event type names (see schema/events/). Never change one.
@@ -115,21 +114,21 @@ func Decode(eventType string, data []byte) (Event, error) {
 	var err error
 	switch eventType {
 	case TypeRegistered:
-		e, err = decode[Registered](data)
+		e, err = event.Decode[Registered](data)
 	case TypeUpdated:
-		e, err = decode[Updated](data)
+		e, err = event.Decode[Updated](data)
 	case TypeAliasBound:
-		e, err = decode[AliasBound](data)
+		e, err = event.Decode[AliasBound](data)
 	case TypeAliasUnbound:
-		e, err = decode[AliasUnbound](data)
+		e, err = event.Decode[AliasUnbound](data)
 	case TypeTagsAdded:
-		e, err = decode[TagsAdded](data)
+		e, err = event.Decode[TagsAdded](data)
 	case TypeTagsRemoved:
-		e, err = decode[TagsRemoved](data)
+		e, err = event.Decode[TagsRemoved](data)
 	case TypeLoggedOut:
-		e, err = decode[LoggedOut](data)
+		e, err = event.Decode[LoggedOut](data)
 	case TypeTokenInvalidated:
-		e, err = decode[TokenInvalidated](data)
+		e, err = event.Decode[TokenInvalidated](data)
 	default:
 		return nil, fmt.Errorf("device: unknown event type %q", eventType)
 	}
@@ -137,12 +136,6 @@ func Decode(eventType string, data []byte) (Event, error) {
 		return nil, fmt.Errorf("device: decode %s: %w", eventType, err)
 	}
 	return e, nil
-}
-
-func decode[T Event](data []byte) (Event, error) {
-	var v T
-	err := json.Unmarshal(data, &v)
-	return v, err
 }
 
 // Device is the state folded from a device's events.
@@ -352,31 +345,22 @@ func validText(c Command) bool {
 	switch c := c.(type) {
 	case Register:
 		p := c.Profile
-		if !utf8Strings(c.AppID, c.DeviceID, p.Platform, p.Brand, p.Model, p.OSVersion) {
+		if !event.ValidUTF8(c.AppID, c.DeviceID, p.Platform, p.Brand, p.Model, p.OSVersion) {
 			return false
 		}
 		for ch, tok := range p.Tokens {
-			if !utf8Strings(ch, tok) {
+			if !event.ValidUTF8(ch, tok) {
 				return false
 			}
 		}
 	case BindAlias:
-		return utf8Strings(c.Alias)
+		return event.ValidUTF8(c.Alias)
 	case AddTags:
-		return utf8Strings(c.Tags...)
+		return event.ValidUTF8(c.Tags...)
 	case RemoveTags:
-		return utf8Strings(c.Tags...)
+		return event.ValidUTF8(c.Tags...)
 	case InvalidateToken:
-		return utf8Strings(c.Channel, c.Token, c.Reason)
-	}
-	return true
-}
-
-func utf8Strings(ss ...string) bool {
-	for _, s := range ss {
-		if !utf8.ValidString(s) {
-			return false
-		}
+		return event.ValidUTF8(c.Channel, c.Token, c.Reason)
 	}
 	return true
 }

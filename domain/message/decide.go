@@ -3,6 +3,7 @@ package message
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/pushledger/pushledger/domain/event"
 	"slices"
 	"strings"
 	"time"
@@ -246,36 +247,27 @@ func validText(c Command) bool {
 	switch c := c.(type) {
 	case Accept:
 		a := c.Audience
-		ok := utf8Strings(c.MessageID, c.AppID, c.Priority, c.CollapseID, c.IdempotencyKey) && utf8.Valid(c.Data) &&
-			utf8Strings(c.Targets...) && utf8Strings(a.DeviceIDs...) && utf8Strings(a.Aliases...)
+		ok := event.ValidUTF8(c.MessageID, c.AppID, c.Priority, c.CollapseID, c.IdempotencyKey) && utf8.Valid(c.Data) &&
+			event.ValidUTF8(c.Targets...) && event.ValidUTF8(a.DeviceIDs...) && event.ValidUTF8(a.Aliases...)
 		if a.Tags != nil {
-			ok = ok && utf8Strings(a.Tags.AllOf...) && utf8Strings(a.Tags.AnyOf...) && utf8Strings(a.Tags.NoneOf...)
+			ok = ok && event.ValidUTF8(a.Tags.AllOf...) && event.ValidUTF8(a.Tags.AnyOf...) && event.ValidUTF8(a.Tags.NoneOf...)
 		}
 		if c.Notification != nil {
-			ok = ok && utf8Strings(c.Notification.Title, c.Notification.Body)
+			ok = ok && event.ValidUTF8(c.Notification.Title, c.Notification.Body)
 		}
 		return ok
 	case StartAttempt:
-		return utf8Strings(c.Channel)
+		return event.ValidUTF8(c.Channel)
 	case RecordSent:
-		return utf8Strings(c.Channel, c.ProviderID)
+		return event.ValidUTF8(c.Channel, c.ProviderID)
 	case RecordFailure:
-		return utf8Strings(c.Channel, c.Reason)
+		return event.ValidUTF8(c.Channel, c.Reason)
 	case RecordDelivered:
-		return utf8Strings(c.DeviceID, c.Channel)
+		return event.ValidUTF8(c.DeviceID, c.Channel)
 	case RecordOpened:
-		return utf8Strings(c.DeviceID, c.Channel)
+		return event.ValidUTF8(c.DeviceID, c.Channel)
 	case Cancel:
-		return utf8Strings(c.Reason)
-	}
-	return true
-}
-
-func utf8Strings(ss ...string) bool {
-	for _, s := range ss {
-		if !utf8.ValidString(s) {
-			return false
-		}
+		return event.ValidUTF8(c.Reason)
 	}
 	return true
 }

@@ -7,6 +7,7 @@ package message
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/pushledger/pushledger/domain/event"
 	"time"
 )
 
@@ -156,23 +157,23 @@ func Decode(eventType string, data []byte) (Event, error) {
 	var err error
 	switch eventType {
 	case TypeAccepted:
-		e, err = decode[Accepted](data)
+		e, err = event.Decode[Accepted](data)
 	case TypeScheduled:
-		e, err = decode[Scheduled](data)
+		e, err = event.Decode[Scheduled](data)
 	case TypeSending:
-		e, err = decode[Sending](data)
+		e, err = event.Decode[Sending](data)
 	case TypeSent:
-		e, err = decode[Sent](data)
+		e, err = event.Decode[Sent](data)
 	case TypeDelivered:
-		e, err = decode[Delivered](data)
+		e, err = event.Decode[Delivered](data)
 	case TypeOpened:
-		e, err = decode[Opened](data)
+		e, err = event.Decode[Opened](data)
 	case TypeFailed:
-		e, err = decode[Failed](data)
+		e, err = event.Decode[Failed](data)
 	case TypeExpired:
-		e, err = decode[Expired](data)
+		e, err = event.Decode[Expired](data)
 	case TypeCancelled:
-		e, err = decode[Cancelled](data)
+		e, err = event.Decode[Cancelled](data)
 	default:
 		return nil, fmt.Errorf("message: unknown event type %q", eventType)
 	}
@@ -180,10 +181,4 @@ func Decode(eventType string, data []byte) (Event, error) {
 		return nil, fmt.Errorf("message: decode %s: %w", eventType, err)
 	}
 	return e, nil
-}
-
-func decode[T Event](data []byte) (Event, error) {
-	var v T
-	err := json.Unmarshal(data, &v)
-	return v, err
 }

@@ -11,6 +11,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/pushledger/pushledger/projections"
@@ -25,6 +26,8 @@ type Config struct {
 	FS vfs.FS
 	// Sync makes every Update fsync. Default false (see the package doc).
 	Sync bool
+	// CacheBytes is the block cache size. Default 64 MiB.
+	CacheBytes int64
 }
 
 // Store is a projections.Store on Pebble.
@@ -40,7 +43,13 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("pebblekv: Dir is required")
 	}
-	opts := &pebble.Options{FS: cfg.FS, Logger: quietLogger{}}
+	if cfg.CacheBytes <= 0 {
+		cfg.CacheBytes = 64 << 20
+	}
+	opts := &pebble.Options{FS: cfg.FS, Logger: quietLogger{}, CacheSize: cfg.CacheBytes, FormatMajorVersion: pebble.FormatNewest}
+	// Bloom filters on every level: projections look up keys of new
+	// messages and devices, which are mostly absent.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
 	db, err := pebble.Open(cfg.Dir, opts)
 	if err != nil {
 		return nil, fmt.Errorf("pebblekv: open %s: %w", cfg.Dir, err)
