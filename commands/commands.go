@@ -149,9 +149,9 @@ func execute[S any, E interface{ EventType() string }](ctx context.Context, h *H
 // digest of the whole decision (every event's type and data): the same
 // decision at the same revision gets the same ids, so an append retried
 // after an unknown outcome is idempotent; a different decision at that
-// revision (another writer's, or a repeated accept decided at another time)
-// gets other ids, so it meets the expected-revision check instead of being
-// taken by the ledger for a retry of the append that got there first.
+// revision (another writer's) gets other ids, so it meets the
+// expected-revision check instead of being taken by the ledger for a retry
+// of the append that got there first.
 func encode[E interface{ EventType() string }](stream string, rev int64, evs []E) ([]ledger.EventData, error) {
 	out := make([]ledger.EventData, len(evs))
 	sum := sha256.New()
@@ -229,10 +229,7 @@ var ErrExists = errors.New("commands: message exists")
 // AcceptMessage signs a new message in. It is the hot path of the API, so it
 // skips the load: a new message's stream must not exist (expected NoStream).
 // When it does, the existing message is returned with an error wrapping
-// ErrExists. A repeat that decides byte-identical events (the same command
-// at the same clock reading) cannot be told from a retry of the first
-// append: it succeeds and answers as the first did (see encode). It returns
-// only after the ledger acknowledged the append.
+// ErrExists. It returns only after the ledger acknowledged the append.
 func (h *Handler) AcceptMessage(ctx context.Context, cmd message.Accept) (message.Message, Result, error) {
 	var m message.Message
 	stream := message.Stream(cmd.MessageID)

@@ -137,16 +137,27 @@ func reindex(w Writer, app, id string, old, nv *DeviceView) error {
 		return m
 	}
 	was, now := idx(old), idx(nv)
+	owner := app + "\x00" + id
 	for k := range was {
-		if _, keep := now[k]; !keep {
-			if err := w.Delete([]byte(k)); err != nil {
-				return err
-			}
+		if _, keep := now[k]; keep {
+			continue
+		}
+		// A token's entry passes to the device that registered the token
+		// last: only the entry's owner removes it.
+		v, err := w.Get([]byte(k))
+		if errors.Is(err, ErrNotFound) || (err == nil && string(v) != owner) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := w.Delete([]byte(k)); err != nil {
+			return err
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(now)) {
 		if _, had := was[k]; !had {
-			if err := w.Set([]byte(k), []byte(app+"\x00"+id)); err != nil {
+			if err := w.Set([]byte(k), []byte(owner)); err != nil {
 				return err
 			}
 		}

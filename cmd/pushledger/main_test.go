@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform/platformtest"
+)
+
+// run executes the CLI with args and the given environment.
+func run(t *testing.T, env map[string]string, args ...string) (string, error) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var out, errOut bytes.Buffer
+	root := newRoot(&out, &errOut)
+	root.SetArgs(args)
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func field(out, name string) string {
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func TestCLIEndToEnd(t *testing.T) {
+	in := platformtest.Start(t, "")
+	hits := make(chan struct{}, 16)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits <- struct{}{}
+	}))
+	defer hook.Close()
+	env := map[string]string{"PUSHLEDGER_URL": in.URL, "PUSHLEDGER_ADMIN_TOKEN": in.P.AdminToken}
+
+	out, err := run(t, env, "app", "create", "--name", "cli", "--webhook-url", hook.URL)
+	if err != nil {
+		t.Fatalf("app create: %v", err)
+	}
+	key, secret := field(out, "app_key"), field(out, "app_secret")
+	if !strings.HasPrefix(key, "pk_") || !strings.HasPrefix(secret, "sk_") {
+		t.Fatalf("app create printed %q", out)
+	}
+	env["PUSHLEDGER_APP_KEY"], env["PUSHLEDGER_APP_SECRET"] = key, secret
+
+	if _, err := run(t, env, "device", "register", "--id", "phone-1", "--platform", "ios", "--alias", "bob", "--tag", "vip"); err != nil {
+		t.Fatalf("device register: %v", err)
+	}
+	out, err = run(t, env, "send", "--alias", "bob", "--title", "Hello", "--body", "World")
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	id := strings.TrimSpace(out)
+	select {
+	case <-hits:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the webhook was not called")
+	}
+	platformtest.Eventually(t, 10*time.Second, "sent in history", func() bool {
+		out, err := run(t, env, "history", id)
+		return err == nil && strings.Contains(out, "message.sent.v1")
+	})
+	out, err = run(t, env, "status", id)
+	if err != nil || !strings.Contains(out, `"state": "sent"`) {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+
+	// Errors: one line, the problem's title and detail.
+	_, err = run(t, env, "send", "--device", "nobody", "--title", "x")
+	if err == nil || oneLine(err) != "422 Empty audience: audience resolves to no device" {
+		t.Fatalf("empty audience error: %v", err)
+	}
+	env["PUSHLEDGER_APP_SECRET"] = "sk_wrong"
+	_, err = run(t, env, "status", id)
+	if err == nil || !strings.HasPrefix(oneLine(err), "401 Bad signature") {
+		t.Fatalf("bad secret error: %v", err)
+	}
+	if s := oneLine(errors.New("first\nsecond")); s != "first (and more)" {
+		t.Fatalf("oneLine = %q", s)
+	}
+}
+
+func TestConfigLayers(t *testing.T) {
+	t.Setenv("PUSHLEDGER_HTTP_ADDR", "127.0.0.1:9999")
+	t.Setenv("PUSHLEDGER_LOG_LEVEL", "warn")
+	cmd := serveCmd()
+	newRoot(&bytes.Buffer{}, &bytes.Buffer{}).AddCommand(cmd)
+	if err := cmd.ParseFlags([]string{"--http-addr", "127.0.0.1:7777"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(cmd.Flags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTP.Addr != "127.0.0.1:7777" || c.Log.Level != "warn" || c.DataDir != "data" {
+		t.Fatalf("config %+v", c)
+	}
+	t.Setenv("PUSHLEDGER_LOG_LEVEL", "loud")
+	t.Setenv("PUSHLEDGER_LOG_FORMAT", "xml")
+	if _, err := loadConfig(cmd.Flags()); err == nil || !strings.Contains(err.Error(), "log.level") || !strings.Contains(err.Error(), "log.format") {
+		t.Fatalf("want both problems reported, got %v", err)
+	}
+}
