@@ -15,16 +15,15 @@ import (
 type Apps struct {
 	ledger ledger.Store
 
-	mu      sync.RWMutex
-	byID    map[string]*app.App
-	byKey   map[string]string
-	pos     uint64
-	changed chan struct{}
+	mu       sync.RWMutex
+	byID     map[string]*app.App
+	byKey    map[string]string
+	progress *progress
 }
 
 // NewApps returns an empty directory fed by l (call Run).
 func NewApps(l ledger.Store) *Apps {
-	return &Apps{ledger: l, byID: map[string]*app.App{}, byKey: map[string]string{}, changed: make(chan struct{})}
+	return &Apps{ledger: l, byID: map[string]*app.App{}, byKey: map[string]string{}, progress: newProgress(0)}
 }
 
 // Run follows the ledger's app streams from the beginning until ctx ends.
@@ -49,6 +48,17 @@ func (d *Apps) Run(ctx context.Context) error {
 }
 
 func (d *Apps) apply(evs []ledger.RecordedEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if err := d.fold(evs); err != nil {
+		return err
+	}
+	d.progress.set(evs[len(evs)-1].Position)
+	return nil
+}
+
+func (d *Apps) fold(evs []ledger.RecordedEvent) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, re := range evs {
@@ -67,10 +77,7 @@ func (d *Apps) apply(evs []ledger.RecordedEvent) error {
 		}
 		d.byID[id] = &next // readers hold the old pointer safely
 		d.byKey[next.Key] = id
-		d.pos = re.Position
 	}
-	close(d.changed)
-	d.changed = make(chan struct{})
 	return nil
 }
 
@@ -118,17 +125,5 @@ func (d *Apps) List() []*app.App {
 
 // WaitFor blocks until the directory has folded the app events up to pos.
 func (d *Apps) WaitFor(ctx context.Context, pos uint64) error {
-	for {
-		d.mu.RLock()
-		done, ch := d.pos >= pos, d.changed
-		d.mu.RUnlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return d.progress.wait(ctx, pos)
 }

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
 	"github.com/pushledger/pushledger/adapters/ledger"
 )
@@ -60,9 +59,7 @@ type Runner struct {
 	ledger ledger.Store
 	log    *slog.Logger
 
-	mu      sync.Mutex
-	pos     uint64
-	changed chan struct{} // closed and replaced when pos advances
+	progress *progress
 }
 
 // NewRunner returns a runner of p over st, fed by l.
@@ -70,12 +67,12 @@ func NewRunner(p Projection, st Store, l ledger.Store, log *slog.Logger) (*Runne
 	if log == nil {
 		log = slog.Default()
 	}
-	r := &Runner{p: p, store: st, ledger: l, log: log, changed: make(chan struct{})}
+	r := &Runner{p: p, store: st, ledger: l, log: log}
 	pos, err := r.Checkpoint()
 	if err != nil {
 		return nil, err
 	}
-	r.pos = pos
+	r.progress = newProgress(pos)
 	return r, nil
 }
 
@@ -98,27 +95,11 @@ func (r *Runner) Checkpoint() (uint64, error) {
 
 // Position is the position of the last event folded (or skipped by the
 // filter up to the last batch).
-func (r *Runner) Position() uint64 {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.pos
-}
+func (r *Runner) Position() uint64 { return r.progress.get() }
 
 // WaitFor blocks until the projection has folded every event up to pos.
 func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
-	for {
-		r.mu.Lock()
-		done, ch := r.pos >= pos, r.changed
-		r.mu.Unlock()
-		if done {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	return r.progress.wait(ctx, pos)
 }
 
 // CatchUp folds stored events until the projection has reached the ledger's
@@ -197,11 +178,7 @@ func (r *Runner) commit(evs []ledger.RecordedEvent, pos uint64) error {
 	if err != nil {
 		return fmt.Errorf("projection %s at %d: %w", r.p.Name(), pos, err)
 	}
-	r.mu.Lock()
-	r.pos = pos
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
+	r.progress.set(pos)
 	return nil
 }
 
@@ -214,8 +191,6 @@ func (r *Runner) Reset() error {
 	if err := r.store.Update(func(w Writer) error { return w.Delete(checkpointKey(r.p.Name())) }); err != nil {
 		return err
 	}
-	r.mu.Lock()
-	r.pos = 0
-	r.mu.Unlock()
+	r.progress.set(0)
 	return nil
 }
