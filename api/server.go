@@ -141,7 +141,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	})
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 
-	v1 := e.Group("/v1", verifier.Middleware())
+	v1 := e.Group("/v1", s.durableBeforeAck, verifier.Middleware())
 	v1.POST("/messages", s.postMessages)
 	v1.GET("/messages", s.listMessages)
 	v1.GET("/messages/:id", s.getMessage)
@@ -183,6 +183,30 @@ func (s *Server) Serve(ctx context.Context, srv *http.Server) error {
 	err := srv.Shutdown(sctx)
 	<-errc
 	return err
+}
+
+// durableBeforeAck attaches a signing.Barrier to the request, so that the
+// nonce store's sync overlaps the handler's work, and holds the response
+// header until the barrier has passed. Should the sync fail, the answer
+// becomes 503: the request is not acknowledged (its effects, if any, stay
+// and a retry with an idempotency key finds them).
+func (s *Server) durableBeforeAck(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		ctx, bar := signing.WithBarrier(c.Request().Context())
+		c.SetRequest(c.Request().WithContext(ctx))
+		resp := c.Response()
+		resp.Before(func() {
+			if err := bar.Wait(); err != nil {
+				s.log.Error("request not durable", "path", c.Request().URL.Path, "err", err)
+				resp.Status = http.StatusServiceUnavailable
+			}
+		})
+		err := next(c)
+		if werr := bar.Wait(); werr != nil && err == nil && !resp.Committed {
+			return problem(http.StatusServiceUnavailable, SlugUnavailable, "Not durable", "the request could not be made durable; retry")
+		}
+		return err
+	}
 }
 
 func (s *Server) adminAuth(next echo.HandlerFunc) echo.HandlerFunc {

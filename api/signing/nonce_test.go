@@ -55,8 +55,9 @@ func TestMemoryNoncesUse(t *testing.T) {
 	if !use("a", "past", clock.Now().Add(-time.Second)) || !use("a", "past", clock.Now().Add(-time.Second)) {
 		t.Fatal("expired use refused")
 	}
-	if m.Len() != before {
-		t.Fatalf("Len = %d after expired uses, want %d", m.Len(), before)
+	// (Eviction may have removed other expired entries meanwhile.)
+	if m.Len() > before {
+		t.Fatalf("Len = %d after expired uses, want at most %d", m.Len(), before)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/kv/pebblekv"
+	"github.com/pushledger/pushledger/api/signing"
 )
 
 func TestNoncesSurviveReopen(t *testing.T) {
@@ -66,5 +67,45 @@ func TestNoncesSurviveReopen(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Fatalf("after reopen Use(%s, %s) = %v, %v; want %v", c.app, c.nonce, got, err, c.want)
 		}
+	}
+}
+
+// TestNoncesBarrier: with a signing.Barrier in the context, Use returns
+// before the sync and the barrier's Wait makes the record durable.
+func TestNoncesBarrier(t *testing.T) {
+	dir := t.TempDir()
+	s, err := pebblekv.Open(pebblekv.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := pebblekv.NewNonces(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, bar := signing.WithBarrier(context.Background())
+	exp := time.Now().Add(time.Minute)
+	if ok, err := n.Use(ctx, "k", "nonce-with-barrier", exp); !ok || err != nil {
+		t.Fatalf("Use = %v, %v", ok, err)
+	}
+	if ok, _ := n.Use(ctx, "k", "nonce-with-barrier", exp); ok {
+		t.Fatal("replay accepted before the sync")
+	}
+	if err := bar.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = pebblekv.Open(pebblekv.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	n, err = pebblekv.NewNonces(s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := n.Use(context.Background(), "k", "nonce-with-barrier", exp); ok {
+		t.Fatal("nonce forgotten after reopen")
 	}
 }
