@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,12 @@ type BatchRequest struct {
 	Messages []MessageRequest `json:"messages"`
 }
 
+// submission is the body of POST /v1/messages: a batch or one message.
+type submission struct {
+	Messages *[]MessageRequest `json:"messages"`
+	MessageRequest
+}
+
 // AcceptedResponse answers POST /v1/messages (202).
 type AcceptedResponse struct {
 	MessageIDs []string `json:"message_ids"`
@@ -66,18 +73,19 @@ func (s *Server) postMessages(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var probe map[string]json.RawMessage
-	if err := json.Unmarshal(body, &probe); err != nil {
-		return problem(http.StatusBadRequest, SlugMalformedJSON, "Malformed JSON", err.Error())
+	// One strict decode serves both shapes: a batch has "messages", a single
+	// message has its fields at the top level.
+	var sub submission
+	if err := decodeStrict(body, &sub); err != nil {
+		return err
 	}
 	var reqs []MessageRequest
 	pointer := func(i int) string { return "" }
-	if _, batch := probe["messages"]; batch {
-		var b BatchRequest
-		if err := decodeStrict(body, &b); err != nil {
-			return err
+	if sub.Messages != nil {
+		if !reflect.ValueOf(sub.MessageRequest).IsZero() {
+			return problem(http.StatusBadRequest, SlugMalformedJSON, "Malformed JSON", "a batch has only \"messages\"")
 		}
-		reqs = b.Messages
+		reqs = *sub.Messages
 		pointer = func(i int) string { return "/messages/" + strconv.Itoa(i) }
 		if len(reqs) == 0 {
 			return problem(http.StatusUnprocessableEntity, SlugInvalidRequest, "Invalid request", "the batch is empty")
@@ -86,10 +94,7 @@ func (s *Server) postMessages(c echo.Context) error {
 			return problem(http.StatusRequestEntityTooLarge, SlugBatchTooLarge, "Batch too large", fmt.Sprintf("a batch holds at most %d messages", s.cfg.MaxBatch))
 		}
 	} else {
-		var r MessageRequest
-		if err := decodeStrict(body, &r); err != nil {
-			return err
-		}
+		r := sub.MessageRequest
 		if k := c.Request().Header.Get("Idempotency-Key"); k != "" && r.IdempotencyKey == "" {
 			r.IdempotencyKey = k
 		}
