@@ -22,8 +22,11 @@ var (
 	ErrWrongExpectedRevision = errors.New("ledger: wrong expected revision")
 	// ErrStreamNotFound: a read of a stream that has no events.
 	ErrStreamNotFound = errors.New("ledger: stream not found")
-	// ErrIdempotency: an append repeats some, but not all, of the event IDs of
-	// an earlier append (or repeats them in another stream or order).
+	// ErrIdempotency: an append to a stream repeats some, but not all, of
+	// the event IDs of an earlier append to that stream (or repeats them in
+	// another order). Idempotency is per stream, as in KurrentDB: reusing
+	// IDs in another stream need not be detected (a store may fail it with
+	// ErrIdempotency, or append the events as new ones there).
 	ErrIdempotency = errors.New("ledger: event ids partially match an earlier append")
 	// ErrInvalidAppend: the append is malformed (no events, empty stream name,
 	// empty or duplicate event id, empty type). Nothing was written.
@@ -173,6 +176,14 @@ func matchAny(prefixes []string, s string) bool {
 // returns that earlier append's result, provided its expected state is Any
 // or the state the earlier append was made at. An append that repeats only
 // some of an earlier append's IDs fails with ErrIdempotency.
+//
+// Idempotency is per stream (KurrentDB's semantics): it covers retries of
+// an append to the same stream. An event ID reused in another stream need
+// not be detected: the append may fail with ErrIdempotency or succeed as a
+// new append there (so an append to a stream that has no events needs no
+// event-ID lookup); either way a later retry of the earlier append to its
+// own stream still returns that append's result. Event IDs should be unique
+// anyway (see DeterministicID).
 type Store interface {
 	// Append writes events to the end of stream if the stream is in the
 	// expected state; otherwise it fails with a *WrongRevisionError.

@@ -27,6 +27,9 @@
 //     ErrWrongExpectedRevision or ErrIdempotency and writes nothing.
 //   - Idempotency is by event id only: a retry with changed payloads is the
 //     same append.
+//   - Idempotency is per stream: reusing an earlier append's ids in another
+//     stream may fail with ErrIdempotency or append new events there; either
+//     way the earlier append's retries still return its result.
 //   - Append with a context already done fails with the context's error and
 //     writes nothing.
 //   - After Store.Close every method fails with ErrClosed, and blocked Recv
@@ -683,8 +686,6 @@ func testIdempotencyPartial(t *testing.T, s *suite) {
 		{"NewThenOld", st, ledger.Any{}, []ledger.EventData{fresh, evs[0]}},
 		{"Reordered", st, ledger.Any{}, []ledger.EventData{evs[1], evs[0], evs[2]}},
 		{"TwoAppendsJoined", st, ledger.Any{}, append(slices.Clone(evs), single)},
-		{"OtherStream", other, ledger.Any{}, evs},
-		{"OtherStreamSingle", other, ledger.NoStream{}, []ledger.EventData{single}},
 		{"PrefixWithRevision", st, ledger.Revision(3), evs[:1]},
 	}
 	for _, c := range cases {
@@ -694,12 +695,58 @@ func testIdempotencyPartial(t *testing.T, s *suite) {
 		}
 	}
 	s.sameEvents("stream after partial re-appends", s.readStream(st, ledger.Forwards, 0, 0), stored)
-	if _, err := s.store.ReadStream(s.ctx(), other, ledger.Forwards, 0, 0); !errors.Is(err, ledger.ErrStreamNotFound) {
-		t.Fatalf("other stream reads %v, want ErrStreamNotFound", err)
-	}
 	s.sameEvents("$all after partial re-appends", s.all(), stored)
 	// The fresh id was not consumed.
 	s.append(st, ledger.Revision(3), fresh)
+	stored = s.checkStream(st, append(append(slices.Clone(evs), single), fresh))
+	s.otherStreamReuse(st, other, stored, evs, single)
+}
+
+// otherStreamReuse: ids of appends to st (evs, then single, both already in
+// st as stored) reused in another stream. Idempotency is per stream, so a
+// store may refuse that with ErrIdempotency or append new events there;
+// either way st is unchanged and retries of its appends to st still return
+// their results.
+func (s *suite) otherStreamReuse(st, other string, stored []ledger.RecordedEvent, evs []ledger.EventData, single ledger.EventData) {
+	t := s.t
+	rEvs := ledger.AppendResult{NextExpectedRevision: stored[len(evs)-1].Revision, Position: stored[len(evs)-1].Position}
+	rSingle := ledger.AppendResult{NextExpectedRevision: stored[len(evs)].Revision, Position: stored[len(evs)].Position}
+	var want []ledger.EventData
+	for _, c := range []struct {
+		name string
+		exp  ledger.StreamState
+		evs  []ledger.EventData
+	}{
+		{"OtherStream", ledger.NoStream{}, evs},
+		{"OtherStreamSingle", ledger.Any{}, []ledger.EventData{single}},
+	} {
+		_, err := s.store.Append(s.ctx(), other, c.exp, c.evs...)
+		switch {
+		case err == nil:
+			want = append(want, c.evs...)
+		case errors.Is(err, ledger.ErrIdempotency):
+		default:
+			t.Fatalf("%s: err = %v, want nil or ErrIdempotency", c.name, err)
+		}
+	}
+	if len(want) == 0 {
+		if _, err := s.store.ReadStream(s.ctx(), other, ledger.Forwards, 0, 0); !errors.Is(err, ledger.ErrStreamNotFound) {
+			t.Fatalf("other stream reads %v, want ErrStreamNotFound", err)
+		}
+	} else {
+		s.checkStream(other, want)
+	}
+	s.sameEvents("stream after reuse in another stream", s.readStream(st, ledger.Forwards, 0, 0), stored)
+	if got, err := s.store.Append(s.ctx(), st, ledger.Any{}, evs...); err != nil || got != rEvs {
+		t.Fatalf("retry after reuse in another stream = %+v, %v; want %+v", got, err, rEvs)
+	}
+	if got, err := s.store.Append(s.ctx(), st, ledger.Any{}, single); err != nil || got != rSingle {
+		t.Fatalf("retry after reuse in another stream = %+v, %v; want %+v", got, err, rSingle)
+	}
+	if _, err := s.store.Append(s.ctx(), st, ledger.Any{}, evs[1:]...); !errors.Is(err, ledger.ErrIdempotency) {
+		t.Fatalf("partial retry after reuse in another stream = %v, want ErrIdempotency", err)
+	}
+	s.sameEvents("stream after retries", s.readStream(st, ledger.Forwards, 0, 0), stored)
 }
 
 // testIdempotencyConcurrentRetries: the same append retried concurrently is

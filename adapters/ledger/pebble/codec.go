@@ -12,11 +12,15 @@ import (
 // Key prefixes. See the package documentation for the layout.
 const (
 	prefixAll     = 'a' // a <pos BE8>                          -> record
+	prefixEventID = 'e' // e <uvarint len(stream)> <stream> <event id> -> idempotency entry
 	prefixHead    = 'h' // h <stream>                           -> last revision BE8
-	prefixID      = 'i' // i <event id>                         -> idempotency entry
+	prefixID      = 'i' // i <event id> -> idempotency entry (layout 1, read only)
 	prefixMeta    = 'm' // m <name>                             -> value
 	prefixStream  = 's' // s <uvarint len(stream)> <stream> <rev BE8> -> pos BE8
-	layoutVersion = "1"
+	layoutVersion = "2"
+	// layoutVersion1 kept the idempotency index by event id alone (i keys);
+	// a store of layout 1 is upgraded at Open and its i keys still read.
+	layoutVersion1 = "1"
 )
 
 var errCorrupt = errors.New("pebbleledger: corrupt value")
@@ -41,6 +45,14 @@ func headKey(dst []byte, stream string) []byte {
 
 func idKey(dst []byte, id string) []byte {
 	dst = append(dst, prefixID)
+	return append(dst, id...)
+}
+
+// eventIDKey is the key of the idempotency entry of event id in stream.
+func eventIDKey(dst []byte, stream, id string) []byte {
+	dst = append(dst, prefixEventID)
+	dst = binary.AppendUvarint(dst, uint64(len(stream)))
+	dst = append(dst, stream...)
 	return append(dst, id...)
 }
 
@@ -300,7 +312,8 @@ func (x expectation) holds(head uint64, exists bool) bool {
 	}
 }
 
-// idEntry is the value of an i<event id> key: where the event went and the
+// idEntry is the value of an e<stream><event id> key (and of a layout-1
+// i<event id> key): where the event went and the
 // append it belonged to, so that a retry of that append can be recognised
 // and answered with the original result.
 //

@@ -13,12 +13,20 @@
 //
 // Appends are group-committed: one writer goroutine takes the queued appends
 // (up to Config.MaxBatchEvents events), checks each against its stream's head
-// and the idempotency index, puts the ones that pass into one Pebble batch,
-// commits it with one fsync and then answers every caller. An append that
-// fails its check fails alone.
+// and (for a stream that exists) the idempotency index, puts the ones that
+// pass into one Pebble batch and applies it with pebble.Sync without waiting
+// for the fsync (DB.ApplyNoSyncWait): the batch is in the WAL and visible to
+// the writer's next lookups. A syncer goroutine then waits for the batches'
+// fsyncs in order, publishes each batch's last position and answers its
+// callers. So the writer builds the next batches while the WAL is being
+// fsynced, and Pebble covers all the batches applied meanwhile with its next
+// fsync. An append that fails its check fails alone. A batch's appends are
+// answered only after its fsync, which (the WAL being sequential) covers
+// every earlier batch too; when a commit fails, every success not yet
+// durable fails with it.
 //
 // Reads, LastPosition and subscriptions see acknowledged events only: the
-// writer publishes the last position after the fsync, and readers never look
+// syncer publishes the last position after the fsync, and readers never look
 // beyond it.
 //
 // # Key layout
@@ -31,11 +39,19 @@
 //	                                         type, data, metadata
 //	s <uvarint len> <stream> <rev BE8>    -> pos BE8 (the stream index)
 //	h <stream>                            -> last revision BE8 (the stream head)
-//	i <event id>                          -> idempotency entry: index of the event
+//	e <uvarint len> <stream> <event id>   -> idempotency entry: index of the event
 //	                                         in its append, the append's event
 //	                                         count, the event's revision, the
 //	                                         append's last position, stream
-//	m version                             -> "1", the layout version
+//	i <event id>                          -> idempotency entry of layout 1 (read
+//	                                         only; a store of layout 1 is
+//	                                         upgraded at Open)
+//	m version                             -> "2", the layout version
+//
+// The idempotency index is per stream (KurrentDB's semantics, see the
+// ledger package): an append to a stream that has no events yet cannot be a
+// retry, so it is decided on the stream head alone, with no event-id lookup.
+// Its entries are still written, for later retries.
 //
 // Records live once, in global order; a stream read walks the stream index
 // and looks the records up by position. The last position is the last a key,
@@ -43,10 +59,13 @@
 package pebbleledger
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +107,9 @@ const (
 	// queueLen is the capacity of the append queue. Appenders beyond it wait
 	// (or give up with their context) until the writer takes their append.
 	queueLen = 1024
+	// maxInflight bounds the batches applied to Pebble and waiting for
+	// their WAL sync.
+	maxInflight = 8
 )
 
 func (c Config) validate() error {
@@ -133,6 +155,9 @@ type Store struct {
 
 	// commits counts the synced commits (group commits) made.
 	commits atomic.Uint64
+	// failed is the first failure of a commit: the store refuses further
+	// appends.
+	failed atomic.Pointer[error]
 
 	w writer // owned by the writer goroutine
 }
@@ -183,7 +208,7 @@ func open(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pebbleledger: open %s: %w", cfg.Dir, err)
 	}
-	last, err := initialise(db)
+	last, legacy, err := initialise(db)
 	if err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
@@ -198,42 +223,59 @@ func open(cfg Config) (*Store, error) {
 	}
 	s.tip.Store(&tip{pos: last, changed: make(chan struct{})})
 	s.w = writer{
-		s:       s,
-		lastPos: last,
-		heads:   make(map[string]head),
-		ids:     make(map[string]idEntry),
+		s:        s,
+		lastPos:  last,
+		legacy:   legacy,
+		inflight: make(chan *flight, maxInflight),
+		heads:    make(map[string]head),
+		ids:      make(map[streamID]idEntry),
 	}
 	log.Debug("opened", "dir", cfg.Dir, "last_position", last)
 	return s, nil
 }
 
-// initialise checks or writes the layout version and returns the last
-// position.
-func initialise(db *pebble.DB) (uint64, error) {
+// initialise checks or writes the layout version (upgrading layout 1 to 2)
+// and returns the last position and whether layout-1 idempotency entries
+// (i keys) exist.
+func initialise(db *pebble.DB) (last uint64, legacy bool, err error) {
 	v, closer, err := db.Get(metaKey("version"))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 		if err := db.Set(metaKey("version"), []byte(layoutVersion), pebble.Sync); err != nil {
-			return 0, fmt.Errorf("pebbleledger: write layout version: %w", err)
+			return 0, false, fmt.Errorf("pebbleledger: write layout version: %w", err)
 		}
 	case err != nil:
-		return 0, fmt.Errorf("pebbleledger: read layout version: %w", err)
+		return 0, false, fmt.Errorf("pebbleledger: read layout version: %w", err)
 	default:
 		got := string(v)
 		_ = closer.Close()
-		if got != layoutVersion {
-			return 0, fmt.Errorf("pebbleledger: layout version %q, this code reads %q", got, layoutVersion)
+		switch got {
+		case layoutVersion:
+		case layoutVersion1:
+			// Layout 2 only adds the e keys: keep reading the i keys.
+			if err := db.Set(metaKey("version"), []byte(layoutVersion), pebble.Sync); err != nil {
+				return 0, false, fmt.Errorf("pebbleledger: upgrade layout version: %w", err)
+			}
+		default:
+			return 0, false, fmt.Errorf("pebbleledger: layout version %q, this code reads %q", got, layoutVersion)
 		}
 	}
 	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixAll}, UpperBound: []byte{prefixAll + 1}})
 	if err != nil {
-		return 0, fmt.Errorf("pebbleledger: find last position: %w", err)
+		return 0, false, fmt.Errorf("pebbleledger: find last position: %w", err)
 	}
-	var last uint64
 	if it.Last() {
 		last, err = allKeyPos(it.Key())
 	}
-	return last, errors.Join(err, it.Error(), it.Close())
+	if err = errors.Join(err, it.Error(), it.Close()); err != nil {
+		return 0, false, err
+	}
+	it, err = db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixID}, UpperBound: []byte{prefixID + 1}})
+	if err != nil {
+		return 0, false, fmt.Errorf("pebbleledger: find layout-1 entries: %w", err)
+	}
+	legacy = it.First()
+	return last, legacy, errors.Join(it.Error(), it.Close())
 }
 
 // enter registers an operation; false if the store is closed. A true result
@@ -294,9 +336,8 @@ type appendReq struct {
 }
 
 type appendResp struct {
-	res    ledger.AppendResult
-	err    error
-	staged bool // success depends on the batch being built
+	res ledger.AppendResult
+	err error
 }
 
 // Append implements ledger.Store. It returns after the events are fsynced,
@@ -315,14 +356,28 @@ func (s *Store) Append(ctx context.Context, stream string, expected ledger.Strea
 		return ledger.AppendResult{}, ledger.ErrClosed
 	}
 	defer s.ops.Done()
-	req := &appendReq{ctx: ctx, stream: stream, expected: expected, exp: exp, events: events, done: make(chan appendResp, 1)}
+	req := reqPool.Get().(*appendReq)
+	req.ctx, req.stream, req.expected, req.exp, req.events = ctx, stream, expected, exp, events
 	select {
 	case s.reqs <- req:
 	case <-ctx.Done():
+		req.release()
 		return ledger.AppendResult{}, ctx.Err()
 	}
 	r := <-req.done
+	// The writer and the syncer are done with req once it is answered.
+	req.release()
 	return r.res, r.err
+}
+
+// reqPool recycles appendReqs and their done channels.
+var reqPool = sync.Pool{New: func() any { return &appendReq{done: make(chan appendResp, 1)} }}
+
+// release returns an answered (or never sent) request to reqPool.
+func (r *appendReq) release() {
+	done := r.done
+	*r = appendReq{done: done}
+	reqPool.Put(r)
 }
 
 func validateAppend(stream string, expected ledger.StreamState, events []ledger.EventData) (expectation, error) {
@@ -337,8 +392,10 @@ func validateAppend(stream string, expected ledger.StreamState, events []ledger.
 	if len(events) == 0 {
 		errs = append(errs, errors.New("no events"))
 	}
+	// Duplicate ids: pairwise for small appends, with a set for larger.
+	const pairwise = 8
 	var seen map[string]struct{}
-	if len(events) > 1 {
+	if len(events) > pairwise {
 		seen = make(map[string]struct{}, len(events))
 	}
 	for i := range events {
@@ -349,11 +406,23 @@ func validateAppend(stream string, expected ledger.StreamState, events []ledger.
 		if e.Type == "" {
 			errs = append(errs, fmt.Errorf("event %d: empty type", i))
 		}
-		if seen != nil && e.ID != "" {
-			if _, dup := seen[e.ID]; dup {
-				errs = append(errs, fmt.Errorf("event %d: duplicate id %s", i, e.ID))
-			}
+		if e.ID == "" {
+			continue
+		}
+		dup := false
+		if seen != nil {
+			_, dup = seen[e.ID]
 			seen[e.ID] = struct{}{}
+		} else {
+			for j := range i {
+				if events[j].ID == e.ID {
+					dup = true
+					break
+				}
+			}
+		}
+		if dup {
+			errs = append(errs, fmt.Errorf("event %d: duplicate id %s", i, e.ID))
 		}
 	}
 	if len(errs) > 0 {
@@ -368,26 +437,44 @@ type head struct {
 	exists bool
 }
 
+// streamID keys the idempotency overlay.
+type streamID struct{ stream, id string }
+
 // writer is the state of the writer goroutine.
 type writer struct {
 	s       *Store
-	lastPos uint64 // last position committed
-	failed  error  // a commit failed: the store accepts no more appends
+	lastPos uint64 // last position applied (in Pebble, maybe not synced)
+	legacy  bool   // layout-1 idempotency entries (i keys) exist
+
+	// inflight hands applied batches to the syncer, in order.
+	inflight chan *flight
+
+	// it reads Pebble's state for the batch being built (made for it, closed
+	// after its commit): Pebble's DB.Get does not read L6 bloom filters,
+	// and the heads and ids the writer looks up are mostly absent.
+	it *pebble.Iterator
 
 	// Overlays of the batch being built, cleared after each commit: heads
 	// and id entries staged but not yet in Pebble.
 	heads map[string]head
-	ids   map[string]idEntry
+	ids   map[streamID]idEntry
 
 	pending  []*appendReq
-	resps    []appendResp
 	entries  []idEntry
+	head     head // of the append check passed last
 	key, val []byte
+	num      []byte // a BE8 value (Batch.Set copies it)
 	lastTime int64
 }
 
 func (w *writer) run() {
 	defer close(w.s.writerDone)
+	synced := make(chan struct{})
+	go w.syncer(synced)
+	defer func() {
+		close(w.inflight)
+		<-synced
+	}()
 	for {
 		req, ok := <-w.s.reqs
 		if !ok {
@@ -412,70 +499,146 @@ func (w *writer) run() {
 	}
 }
 
-// commit validates and stages the pending appends into one batch, commits
-// it with fsync, publishes the new position and answers the callers.
+// flight is a batch applied to Pebble (visible to the writer's lookups,
+// not to readers) whose WAL sync the syncer waits for before it publishes
+// pos and answers the appends. b is nil for a batch with nothing to write.
+type flight struct {
+	b       *pebble.Batch
+	pos     uint64
+	pending []*appendReq
+	resps   []appendResp
+}
+
+// syncer answers the batches in order: it waits for the WAL sync of each,
+// publishes its last position and answers its appends. Pebble syncs the
+// WAL for all batches applied while it was syncing in one fsync, so the
+// writer builds and applies the next batches while a sync is in progress.
+func (w *writer) syncer(done chan<- struct{}) {
+	defer close(done)
+	s := w.s
+	for f := range w.inflight {
+		if f.b != nil {
+			err := f.b.SyncWait()
+			_ = f.b.Close()
+			if err != nil {
+				s.fail(fmt.Errorf("pebbleledger: commit (the store refuses further appends): %w", err))
+			} else if s.failure() == nil {
+				s.commits.Add(1)
+				old := s.tip.Load()
+				s.tip.Store(&tip{pos: f.pos, changed: make(chan struct{})})
+				close(old.changed)
+			}
+		}
+		if err := s.failure(); err != nil {
+			// Successes that are not durable (their appends were in this
+			// batch or an earlier one that failed) fail with it.
+			durable := s.tip.Load().pos
+			for i := range f.resps {
+				if f.resps[i].err == nil && f.resps[i].res.Position > durable {
+					f.resps[i] = appendResp{err: err}
+				}
+			}
+		}
+		for i, r := range f.pending {
+			r.done <- f.resps[i]
+		}
+	}
+}
+
+// fail records the first failure of a commit: the store accepts no more
+// appends.
+func (s *Store) fail(err error) {
+	s.failed.CompareAndSwap(nil, &err)
+}
+
+// failure is the recorded failure, nil if none.
+func (s *Store) failure() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// commit validates and stages the pending appends into one batch, applies
+// it to Pebble (WAL write, visible to the writer's next lookups) and hands
+// it to the syncer, which answers the callers once it is fsynced.
 func (w *writer) commit() {
 	s := w.s
-	w.resps = append(w.resps[:0], make([]appendResp, len(w.pending))...)
+	f := &flight{pending: slices.Clone(w.pending), resps: make([]appendResp, len(w.pending))}
+	clear(w.pending)
 	b := s.db.NewBatch()
 	pos := w.lastPos
 	now := time.Now().UnixNano()
 	if now < w.lastTime {
 		now = w.lastTime // Recorded never goes back.
 	}
+	failed := s.failure()
 	staged := 0
-	for i, r := range w.pending {
-		if w.failed != nil {
-			w.resps[i].err = w.failed
+	for i, r := range f.pending {
+		if failed != nil {
+			f.resps[i].err = failed
 			continue
 		}
 		if err := r.ctx.Err(); err != nil {
-			w.resps[i].err = err
+			f.resps[i].err = err
 			continue
 		}
 		res, write, err := w.check(r)
 		if err != nil || !write {
-			// A retry of an append staged in this batch succeeds only if
-			// the batch commits.
-			w.resps[i] = appendResp{res: res, err: err, staged: err == nil && res.Position > w.lastPos}
+			// A retry of an append not yet durable succeeds only if the
+			// batch holding it commits: the syncer sees to it.
+			f.resps[i] = appendResp{res: res, err: err}
 			continue
 		}
 		res, err = w.stage(b, r, &pos, now)
-		w.resps[i] = appendResp{res: res, err: err, staged: err == nil}
+		f.resps[i] = appendResp{res: res, err: err}
 		if err == nil {
 			staged++
 		} else {
 			// Batch.Set fails only on misuse; do not commit a batch that
 			// may hold part of an append.
-			w.failed = fmt.Errorf("pebbleledger: build batch: %w", err)
+			failed = fmt.Errorf("pebbleledger: build batch: %w", err)
+			s.fail(failed)
 		}
 	}
-	if staged > 0 && w.failed == nil {
-		if err := b.Commit(pebble.Sync); err != nil {
-			w.failed = fmt.Errorf("pebbleledger: commit (the store refuses further appends): %w", err)
-		} else {
-			s.commits.Add(1)
-			w.lastPos = pos
-			w.lastTime = now
-			old := s.tip.Load()
-			s.tip.Store(&tip{pos: pos, changed: make(chan struct{})})
-			close(old.changed)
-		}
+	if w.it != nil {
+		_ = w.it.Close()
+		w.it = nil
 	}
-	if w.failed != nil {
-		for i := range w.resps {
-			if w.resps[i].staged {
-				w.resps[i] = appendResp{err: w.failed}
-			}
-		}
-	}
-	_ = b.Close()
 	clear(w.heads)
 	clear(w.ids)
-	for i, r := range w.pending {
-		r.done <- w.resps[i]
-		w.pending[i] = nil
+	if staged > 0 && failed == nil {
+		if err := s.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+			s.fail(fmt.Errorf("pebbleledger: commit (the store refuses further appends): %w", err))
+		} else {
+			f.b = b
+			f.pos = pos
+			w.lastPos = pos
+			w.lastTime = now
+		}
 	}
+	if f.b == nil {
+		_ = b.Close()
+	}
+	w.inflight <- f
+}
+
+// get reads key from Pebble through the batch's iterator. The value is valid
+// until the next get.
+func (w *writer) get(key []byte) ([]byte, bool, error) {
+	if w.it == nil {
+		it, err := w.s.db.NewIter(&pebble.IterOptions{UseL6Filters: true})
+		if err != nil {
+			return nil, false, err
+		}
+		w.it = it
+	}
+	// The default comparer's prefix is the whole key: a hit is the key.
+	if !w.it.SeekPrefixGE(key) || !bytes.Equal(w.it.Key(), key) {
+		return nil, false, w.it.Error()
+	}
+	v, err := w.it.ValueAndErr()
+	return v, err == nil, err
 }
 
 // lookupHead returns the stream's head, from the batch overlay or Pebble.
@@ -484,53 +647,67 @@ func (w *writer) lookupHead(stream string) (head, error) {
 		return h, nil
 	}
 	w.key = headKey(w.key[:0], stream)
-	v, closer, err := w.s.db.Get(w.key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return head{}, nil
-	}
+	v, found, err := w.get(w.key)
 	if err != nil {
 		return head{}, fmt.Errorf("pebbleledger: read head of %q: %w", stream, err)
 	}
+	if !found {
+		return head{}, nil
+	}
 	rev, err := decodeBE8(v)
-	_ = closer.Close()
 	if err != nil {
 		return head{}, fmt.Errorf("pebbleledger: head of %q: %w", stream, err)
 	}
 	return head{rev: rev, exists: true}, nil
 }
 
-// lookupID returns the idempotency entry of an event id, if any.
-func (w *writer) lookupID(id string) (idEntry, bool, error) {
-	if e, ok := w.ids[id]; ok {
+// lookupID returns the idempotency entry of an event id in stream, if any:
+// from the batch overlay, the stream's index or, in a store upgraded from
+// layout 1, the global index of that layout.
+func (w *writer) lookupID(stream, id string) (idEntry, bool, error) {
+	if e, ok := w.ids[streamID{stream, id}]; ok {
 		return e, true, nil
 	}
-	w.key = idKey(w.key[:0], id)
-	v, closer, err := w.s.db.Get(w.key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return idEntry{}, false, nil
+	w.key = eventIDKey(w.key[:0], stream, id)
+	v, found, err := w.get(w.key)
+	if err == nil && !found && w.legacy {
+		w.key = idKey(w.key[:0], id)
+		v, found, err = w.get(w.key)
 	}
 	if err != nil {
 		return idEntry{}, false, fmt.Errorf("pebbleledger: read id %s: %w", id, err)
 	}
+	if !found {
+		return idEntry{}, false, nil
+	}
 	e, err := decodeIDEntry(v)
-	_ = closer.Close()
 	if err != nil {
 		return idEntry{}, false, fmt.Errorf("pebbleledger: id %s: %w", id, err)
 	}
 	return e, true, nil
 }
 
-// check decides an append: write it (write true), answer it with an earlier
+// check decides an append: write it (write true, w.head is the stream's
+// head), answer it with an earlier
 // append's result (idempotent retry), or fail it.
 func (w *writer) check(r *appendReq) (res ledger.AppendResult, write bool, err error) {
 	h, err := w.lookupHead(r.stream)
 	if err != nil {
 		return res, false, err
 	}
+	if !h.exists {
+		// No earlier append to the stream: the ids cannot be a retry's
+		// (idempotency is per stream).
+		if !r.exp.holds(h.rev, h.exists) {
+			return res, false, &ledger.WrongRevisionError{Stream: r.stream, Expected: r.expected, Actual: h.rev, ActualExists: h.exists}
+		}
+		w.head = h
+		return res, true, nil
+	}
 	w.entries = w.entries[:0]
 	known := false
 	for i := range r.events {
-		e, ok, err := w.lookupID(r.events[i].ID)
+		e, ok, err := w.lookupID(r.stream, r.events[i].ID)
 		if err != nil {
 			return res, false, err
 		}
@@ -551,6 +728,7 @@ func (w *writer) check(r *appendReq) (res ledger.AppendResult, write bool, err e
 		if !r.exp.holds(h.rev, h.exists) {
 			return res, false, &ledger.WrongRevisionError{Stream: r.stream, Expected: r.expected, Actual: h.rev, ActualExists: h.exists}
 		}
+		w.head = h
 		return res, true, nil
 	}
 	// Every id is known: a retry if they are exactly one earlier append, in
@@ -576,7 +754,7 @@ func (w *writer) check(r *appendReq) (res ledger.AppendResult, write bool, err e
 
 // stage puts an append into the batch and the overlays.
 func (w *writer) stage(b *pebble.Batch, r *appendReq, pos *uint64, now int64) (ledger.AppendResult, error) {
-	h, _ := w.lookupHead(r.stream) // in the overlay or read by check
+	h := w.head // read by check
 	rev := uint64(0)
 	if h.exists {
 		rev = h.rev + 1
@@ -594,21 +772,23 @@ func (w *writer) stage(b *pebble.Batch, r *appendReq, pos *uint64, now int64) (l
 			return ledger.AppendResult{}, err
 		}
 		w.key = streamKey(w.key[:0], r.stream, rev)
-		if err := b.Set(w.key, be8(p), nil); err != nil {
+		w.num = binary.BigEndian.AppendUint64(w.num[:0], p)
+		if err := b.Set(w.key, w.num, nil); err != nil {
 			return ledger.AppendResult{}, err
 		}
 		ie := idEntry{index: uint64(i), count: n, revision: rev, lastPos: lastPos, stream: r.stream}
-		w.key = idKey(w.key[:0], e.ID)
+		w.key = eventIDKey(w.key[:0], r.stream, e.ID)
 		w.val = appendIDEntry(w.val[:0], &ie)
 		if err := b.Set(w.key, w.val, nil); err != nil {
 			return ledger.AppendResult{}, err
 		}
-		w.ids[e.ID] = ie
+		w.ids[streamID{r.stream, e.ID}] = ie
 		rev++
 	}
 	last := first + n - 1
 	w.key = headKey(w.key[:0], r.stream)
-	if err := b.Set(w.key, be8(last), nil); err != nil {
+	w.num = binary.BigEndian.AppendUint64(w.num[:0], last)
+	if err := b.Set(w.key, w.num, nil); err != nil {
 		return ledger.AppendResult{}, err
 	}
 	w.heads[r.stream] = head{rev: last, exists: true}

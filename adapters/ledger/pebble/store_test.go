@@ -225,3 +225,59 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatalf("$all = %v, want %v", got, want)
 	}
 }
+
+// TestLayout1Upgrade: a store of layout 1 (idempotency entries by event id
+// alone, i keys) opens as layout 2 and its entries still answer retries.
+func TestLayout1Upgrade(t *testing.T) {
+	fs := vfs.NewMem()
+	cfg := Config{Dir: "db", FS: fs, Logger: quietLogger()}
+	s := openTest(t, cfg)
+	ctx := context.Background()
+	evs := []ledger.EventData{{ID: ledger.NewID(), Type: "t"}, {ID: ledger.NewID(), Type: "t"}}
+	r1, err := s.Append(ctx, "s", ledger.NoStream{}, evs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite the store as layout 1 wrote it: i<id> instead of e<stream><id>.
+	b := s.db.NewBatch()
+	for _, e := range evs {
+		k := eventIDKey(nil, "s", e.ID)
+		v, closer, err := s.db.Get(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = b.Set(idKey(nil, e.ID), v, nil)
+		_ = closer.Close()
+		_ = b.Delete(k, nil)
+	}
+	_ = b.Set(metaKey("version"), []byte(layoutVersion1), nil)
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, cfg)
+	if !s.w.legacy {
+		t.Fatal("layout-1 entries not found at Open")
+	}
+	if v, closer, err := s.db.Get(metaKey("version")); err != nil || string(v) != layoutVersion {
+		t.Fatalf("layout version after upgrade = %q, %v", v, err)
+	} else {
+		_ = closer.Close()
+	}
+	if got, err := s.Append(ctx, "s", ledger.Any{}, evs...); err != nil || got != r1 {
+		t.Fatalf("retry after upgrade = %+v, %v; want %+v", got, err, r1)
+	}
+	if _, err := s.Append(ctx, "s", ledger.Any{}, evs[1:]...); !errors.Is(err, ledger.ErrIdempotency) {
+		t.Fatalf("partial retry after upgrade = %v, want ErrIdempotency", err)
+	}
+	e3 := ledger.EventData{ID: ledger.NewID(), Type: "t"}
+	r3, err := s.Append(ctx, "s", ledger.Revision(1), e3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Append(ctx, "s", ledger.Any{}, e3); err != nil || got != r3 {
+		t.Fatalf("retry of a layout-2 append = %+v, %v; want %+v", got, err, r3)
+	}
+}
