@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -25,12 +26,16 @@ import (
 
 // BenchmarkREST measures durable accepts over real HTTP on loopback, beside
 // a do-nothing Echo handler answering the same signed requests, in the same
-// run and with the same load generator (64 concurrent keep-alive clients in
-// this process). Compare msgs/s of accept-1 with noop-echo for the ratio.
+// run and with the same load generator (-rest.clients concurrent keep-alive
+// clients in this process, default 64; 4 for batches). Compare msgs/s of
+// accept-1 with noop-echo for the ratio.
 //
-//	go test ./cmd/pushledger/internal/platform/ -run '^$' -bench REST -benchtime 20000x
+//	go test ./cmd/pushledger/internal/platform/ -run '^$' -bench 'REST/(noop-echo|accept-1)$' -benchtime 10000x
+//	go test ./cmd/pushledger/internal/platform/ -run '^$' -bench 'REST/.*batch' -benchtime 60x
+var restClients = flag.Int("rest.clients", 64, "BenchmarkREST: concurrent clients of the one-message cases")
+
 func BenchmarkREST(b *testing.B) {
-	const clients = 64
+	clients := *restClients
 	p, err := platform.Open(platform.Config{DataDir: b.TempDir(), NoDispatcher: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
