@@ -103,7 +103,8 @@ func (r *Runner) WaitFor(ctx context.Context, pos uint64) error {
 }
 
 // CatchUp folds stored events until the projection has reached the ledger's
-// last position at the time of the call, calling progress after each batch.
+// last position at the time of the call, calling progress after each batch
+// and once at the end with pos == last.
 // It must not run concurrently with Run.
 func (r *Runner) CatchUp(ctx context.Context, progress func(pos, last uint64)) error {
 	last, err := r.ledger.LastPosition(ctx)
@@ -118,14 +119,20 @@ func (r *Runner) CatchUp(ctx context.Context, progress func(pos, last uint64)) e
 		evs = trimAfter(evs, last)
 		if len(evs) == 0 {
 			// Nothing more of ours up to last: the checkpoint moves to last.
-			return r.commit(nil, last)
+			if err := r.commit(nil, last); err != nil {
+				return err
+			}
+			break
 		}
 		if err := r.commit(evs, evs[len(evs)-1].Position); err != nil {
 			return err
 		}
-		if progress != nil {
+		if progress != nil && r.Position() < last {
 			progress(r.Position(), last)
 		}
+	}
+	if progress != nil {
+		progress(last, last)
 	}
 	return nil
 }

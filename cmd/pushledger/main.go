@@ -131,9 +131,11 @@ func replayCmd() *cobra.Command {
 			}
 			out := cmd.ErrOrStderr()
 			err = p.Replay(cmd.Context(), func(name string, pos, last uint64) {
-				fmt.Fprintf(out, "\r%-16s %12d / %d (%3.0f%%)", name, pos, last, 100*float64(pos)/float64(max(last, 1)))
+				fmt.Fprintf(out, "\r%-16s %12d / %d events (%3.0f%%)", name, pos, last, 100*float64(pos)/float64(max(last, 1)))
+				if pos >= last {
+					fmt.Fprintln(out)
+				}
 			})
-			fmt.Fprintln(out)
 			if err == nil {
 				fmt.Fprintln(cmd.OutOrStdout(), "read models rebuilt")
 			}
