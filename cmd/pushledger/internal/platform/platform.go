@@ -197,7 +197,10 @@ func (p *Platform) Run(ctx context.Context, ln net.Listener) error {
 	if !p.cfg.NoDispatcher {
 		start("dispatcher", p.Dispatcher.Run)
 	}
-	srv := &http.Server{Handler: p.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Timeouts bound what a slow or idle client can hold: a 1,000-message
+	// batch is read well within ReadTimeout on any working link.
+	srv := &http.Server{Handler: p.API.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 60 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second}
 	start("http", func(ctx context.Context) error {
 		errs := make(chan error, 1)
 		go func() { errs <- srv.Serve(ln) }()
