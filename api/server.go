@@ -10,7 +10,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -168,23 +167,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 // Handler returns the HTTP handler.
 func (s *Server) Handler() http.Handler { return s.e }
 
-// Serve serves on ln until ctx ends, then shuts down gracefully.
-func (s *Server) Serve(ctx context.Context, srv *http.Server) error {
-	srv.Handler = s.e
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := srv.Shutdown(sctx)
-	<-errc
-	return err
-}
-
 // durableBeforeAck attaches a signing.Barrier to the request, so that the
 // nonce store's sync overlaps the handler's work, and holds the response
 // header until the barrier has passed. Should the sync fail, the answer
@@ -253,5 +235,3 @@ func appID(c echo.Context) string {
 	cr, _ := signing.FromContext(c)
 	return cr.AppID
 }
-
-func trimmed(s string) string { return strings.TrimSpace(s) }

@@ -219,7 +219,7 @@ func (r Registry) ByToken(channel, token string) (app, id string, err error) {
 }
 
 // ids scans an index prefix whose keys end in a device id.
-func (r Registry) ids(prefix []byte, limit int, fn func(id string) bool) error {
+func (r Registry) ids(prefix []byte, fn func(id string) bool) error {
 	return r.Store.Scan(prefix, PrefixEnd(prefix), false, func(k, _ []byte) bool {
 		return fn(string(k[len(prefix):]))
 	})
@@ -227,12 +227,12 @@ func (r Registry) ids(prefix []byte, limit int, fn func(id string) bool) error {
 
 // ByAlias calls fn with the active devices bound to alias.
 func (r Registry) ByAlias(app, alias string, fn func(id string) bool) error {
-	return r.ids(key(dvPrefix, "a", app, alias, ""), 0, fn)
+	return r.ids(key(dvPrefix, "a", app, alias, ""), fn)
 }
 
 // ByTag calls fn with the active devices carrying tag.
 func (r Registry) ByTag(app, tag string, fn func(id string) bool) error {
-	return r.ids(key(dvPrefix, "t", app, tag, ""), 0, fn)
+	return r.ids(key(dvPrefix, "t", app, tag, ""), fn)
 }
 
 // All calls fn with every active device of app.

@@ -52,8 +52,10 @@ func TestMemoryNoncesUse(t *testing.T) {
 
 	// An already expired record is not kept.
 	before := m.Len()
-	if !use("a", "past", clock.Now().Add(-time.Second)) || !use("a", "past", clock.Now().Add(-time.Second)) {
-		t.Fatal("expired use refused")
+	for range 2 { // an already expired record is accepted each time
+		if !use("a", "past", clock.Now().Add(-time.Second)) {
+			t.Fatal("expired use refused")
+		}
 	}
 	// (Eviction may have removed other expired entries meanwhile.)
 	if m.Len() > before {

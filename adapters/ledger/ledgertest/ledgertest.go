@@ -169,17 +169,6 @@ func (s *suite) ctx() context.Context {
 // stream returns a stream name unique to the subtest.
 func (s *suite) stream(name string) string { return s.prefix + name }
 
-// ours keeps the events of the subtest's streams.
-func (s *suite) ours(evs []ledger.RecordedEvent) []ledger.RecordedEvent {
-	var out []ledger.RecordedEvent
-	for _, e := range evs {
-		if strings.HasPrefix(e.Stream, s.prefix) {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
 // mine is a filter for the subtest's streams.
 func (s *suite) mine() ledger.Filter {
 	return ledger.Filter{StreamPrefixes: []string{s.prefix}}
