@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -129,13 +131,36 @@ func Open(cfg Config) (*Platform, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now}, api.Deps{
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.registerPositions(reg)
+	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Registerer: reg}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
 		Nonces: nonces,
 	}); err != nil {
 		return fail(err)
 	}
 	return p, nil
+}
+
+// registerPositions exports, at scrape time, the ledger's last position and
+// how far each read model has folded it (their difference is the lag).
+func (p *Platform) registerPositions(reg prometheus.Registerer) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pushledger_ledger_last_position", Help: "Global position of the ledger's last acknowledged event.",
+	}, func() float64 {
+		pos, err := p.Ledger.LastPosition(context.Background())
+		if err != nil {
+			return -1
+		}
+		return float64(pos)
+	}))
+	for name, r := range map[string]*projections.Runner{"device-registry": p.Devices, "message-status": p.Messages} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "pushledger_projection_position", Help: "Global position a read model has folded the ledger up to.",
+			ConstLabels: prometheus.Labels{"projection": name},
+		}, func() float64 { return float64(r.Position()) }))
+	}
 }
 
 // fileSecret returns v, or the content of path, or a new random value

@@ -472,3 +472,22 @@ func startChild(t *testing.T, dir string) (url string, kill func()) {
 func ledgerFilter(prefix string) ledger.Filter {
 	return ledger.Filter{StreamPrefixes: []string{prefix}}
 }
+
+func TestMetricsExposePositions(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c, _ := in.NewApp(t, "metrics", "")
+	register(t, c, "d1", "")
+	platformtest.Eventually(t, 10*time.Second, "positions in /metrics", func() bool {
+		resp, err := http.Get(in.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		return strings.Contains(body, "pushledger_ledger_last_position ") &&
+			strings.Contains(body, `pushledger_projection_position{projection="device-registry"} `) &&
+			!strings.Contains(body, `pushledger_projection_position{projection="device-registry"} 0`) &&
+			strings.Contains(body, "pushledger_http_requests_total{")
+	})
+}
