@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/pushledger/pushledger/domain/policy"
 	"log/slog"
 	"strings"
 	"time"
@@ -151,34 +152,25 @@ type Result struct {
 // final (Classify says Permanent); retrying cannot succeed.
 var ErrExpired = errors.New("channel: push expired before it was sent")
 
-// Class says what the caller should do about a failed send.
-type Class int
+// Class says what the caller should do about a failed send. It is the
+// domain's failure class, so that the delivery policies decide on exactly
+// what a channel reports.
+type Class = policy.Class
 
+// The classes (see policy.Class for their meaning to the sagas).
 const (
 	// Transient: the send may succeed if retried later (after RetryAfter
 	// when set). The provider may or may not have received the push. It is
 	// the zero value, so an unclassified failure is retried.
-	Transient Class = iota
+	Transient = policy.Transient
 	// Permanent: retrying the same push cannot succeed (rejected by the
 	// provider, misconfigured channel, expired). Give up on this channel.
-	Permanent
+	Permanent = policy.Permanent
 	// TokenInvalid: the provider says the target's token is invalid or no
 	// longer registered. Give up, and stop sending to that device on this
 	// channel.
-	TokenInvalid
+	TokenInvalid = policy.TokenInvalid
 )
-
-func (c Class) String() string {
-	switch c {
-	case Transient:
-		return "transient"
-	case Permanent:
-		return "permanent"
-	case TokenInvalid:
-		return "token_invalid"
-	}
-	return fmt.Sprintf("class(%d)", int(c))
-}
 
 // Reasons shared by channels. Channels add their own ("http_503",
 // "config_missing_url", "apns_BadDeviceToken", ...); a reason is short,

@@ -7,9 +7,7 @@ import (
 )
 
 // Class says how a failed send is handled. Its values, names and meaning
-// are those of the channel port's classes (adapters/channels.Class, which the
-// domain does not import): the runtime converts one to the other by value or
-// by String.
+// are shared with the channel port: adapters/channels.Class is this type.
 type Class int
 
 const (
