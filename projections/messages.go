@@ -83,8 +83,16 @@ func FoldStatus(s *MessageStatus, re ledger.RecordedEvent) error {
 		st, s.UpdatedAt = message.StateOpened, e.At
 		ch(e.Channel).Opened++
 	case message.Failed:
+		// A give-up after a recorded failure closes the same attempt: it is
+		// not a second failure on the channel.
+		giveUp := s.State == message.StateFailed && !s.FinalFailure && e.Final && e.Attempt == s.Attempt
 		st, s.UpdatedAt, s.LastError, s.FinalFailure = message.StateFailed, e.At, e.Reason, e.Final
-		ch(e.Channel).Failed++
+		if !giveUp {
+			ch(e.Channel).Failed++
+		}
+	case message.ResendRequested:
+		// A new attempt cycle: the state stays, the final flag clears.
+		st, s.UpdatedAt, s.FinalFailure = s.State, e.At, false
 	case message.Expired:
 		st, s.UpdatedAt = message.StateExpired, e.At
 	case message.Cancelled:

@@ -367,3 +367,38 @@ func TestListMessagesBadPageToken(t *testing.T) {
 		t.Fatalf("second page %v, %v", page, err)
 	}
 }
+
+// TestFoldStatusGiveUpAndResend: a give-up closes the failed attempt without
+// counting a second failure; a resend clears the final flag and the next
+// attempt counts on its channel.
+func TestFoldStatusGiveUpAndResend(t *testing.T) {
+	e := newEnv(t)
+	e.accept(t, "app1", "g1")
+	e.message(t, "g1", message.StartAttempt{Channel: "fcm"})
+	e.message(t, "g1", message.RecordFailure{Attempt: 1, Channel: "fcm", Reason: "http_503", Class: message.ClassTransient, Retryable: true})
+	e.message(t, "g1", message.RecordFailure{Attempt: 1, Channel: "fcm", Reason: "gave_up", Final: true, Alert: "no channel left"})
+	fold := func() projections.MessageStatus {
+		var s projections.MessageStatus
+		for _, re := range readStream(t, e, message.Stream("g1")) {
+			if err := projections.FoldStatus(&s, re); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return s
+	}
+	s := fold()
+	if s.State != message.StateFailed || !s.FinalFailure || s.LastError != "gave_up" || s.Channels["fcm"].Failed != 1 || s.Counts[message.StateFailed] != 2 {
+		t.Fatalf("after give-up: %+v %+v", s, s.Channels["fcm"])
+	}
+	e.message(t, "g1", message.Resend{Reason: "operator"})
+	s = fold()
+	if s.State != message.StateFailed || s.FinalFailure {
+		t.Fatalf("after resend: state %s final %v", s.State, s.FinalFailure)
+	}
+	e.message(t, "g1", message.StartAttempt{Channel: "webhook"})
+	e.message(t, "g1", message.RecordSent{Attempt: 2, Channel: "webhook"})
+	s = fold()
+	if s.State != message.StateSent || s.Attempt != 2 || s.Channels["webhook"].Attempts != 1 || s.Channels["fcm"].Attempts != 1 {
+		t.Fatalf("after the new cycle: %+v", s)
+	}
+}

@@ -198,7 +198,7 @@ func (d *Dispatcher) dispatch(ctx context.Context, re ledger.RecordedEvent) erro
 			reason, status = se.Reason, se.Status
 		}
 		_, _, err = d.cmd.Message(ctx, m.ID, message.RecordFailure{Attempt: m.Attempt, Channel: name, Reason: reason, Status: status,
-			Retryable: class == channels.Transient, Final: true})
+			Class: class.String(), Retryable: class == channels.Transient, Final: true})
 		return ignoreSettled(err)
 	}
 	_, _, err = d.cmd.Message(ctx, m.ID, message.RecordSent{Attempt: m.Attempt, Channel: name, ProviderID: result.ProviderMessageID, Accepted: result.Accepted})

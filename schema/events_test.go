@@ -274,9 +274,13 @@ func fullSamples() []event {
 		message.Sent{Attempt: 1, Channel: "apns", ProviderID: "p-1", Accepted: 2, At: t1},
 		message.Delivered{DeviceID: "d1", Channel: "apns", At: t1},
 		message.Opened{DeviceID: "d1", Channel: "apns", At: t1},
-		message.Failed{Attempt: 2, Channel: "fcm", Reason: "unavailable", Status: 503, Retryable: true, Final: true, At: t1},
+		message.Failed{Attempt: 2, Channel: "fcm", Reason: "unavailable", Status: 503, Class: message.ClassTransient, Retryable: true, Final: true,
+			Alert: "attempts_exhausted", At: t1},
+		message.Failed{Attempt: 2, Channel: "fcm", Reason: "unavailable", Status: 503, Class: message.ClassTransient, Retryable: true,
+			RetryAt: &sendAt, At: t1},
 		message.Expired{At: t1},
 		message.Cancelled{Reason: "typo", At: t1},
+		message.ResendRequested{Reason: "operator", At: t1},
 
 		device.Registered{AppID: "a1", DeviceID: "d1:x_y.z-0", Profile: device.Profile{Platform: device.PlatformAndroid, Brand: "Xiaomi", Model: "13",
 			OSVersion: "14", Tokens: map[string]string{"xiaomi": "tok-x", "fcm": "tok-f"}}, At: t0},
@@ -310,7 +314,9 @@ func requiredSamples() []event {
 		message.Delivered{DeviceID: "d1", At: t1},
 		message.Opened{DeviceID: "d1", At: t1},
 		message.Failed{Attempt: 1, Reason: "x", At: t1},
+		message.Failed{Reason: "no_channel", Final: true, At: t1},
 		message.Cancelled{At: t1},
+		message.ResendRequested{At: t1},
 
 		device.Registered{AppID: "a1", DeviceID: "d1", Profile: device.Profile{Platform: device.PlatformWeb}, At: t0},
 		device.Updated{Profile: device.Profile{Platform: device.PlatformHarmony}, At: t1},
@@ -341,6 +347,48 @@ func decidedSamples(t *testing.T) []event {
 			now = t0 // accepted an hour ahead: scheduled
 		}
 		evs, err := message.Decide(&m, c, now)
+		if err != nil {
+			t.Fatalf("%#v: %v", c, err)
+		}
+		for _, e := range evs {
+			if err := m.Evolve(e); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, e)
+		}
+	}
+	// A failure classified by the policy, its give-up, a resend and the
+	// final failure of the new cycle.
+	m = message.Message{}
+	retryAt := t0.Add(5 * time.Minute).In(time.FixedZone("X", 3600))
+	for i, c := range []message.Command{
+		message.Accept{MessageID: "m2", AppID: "a1", Audience: message.Audience{Broadcast: true}, Notification: &message.Notification{Title: "t", Body: "b"}},
+		message.StartAttempt{Channel: "fcm"},
+		message.RecordFailure{Attempt: 1, Channel: "fcm", Reason: "http_503", Status: 503, Class: message.ClassTransient, Retryable: true, RetryAt: &retryAt},
+		message.RecordFailure{Attempt: 1, Channel: "fcm", Reason: "retry_after_expiry", Final: true},
+		message.Resend{Reason: "operator"},
+		message.Resend{},
+		message.StartAttempt{Channel: "apns"},
+		message.RecordFailure{Attempt: 2, Channel: "apns", Reason: "apns_BadDeviceToken", Status: 400, Class: message.ClassTokenInvalid, Final: true, Alert: "no_channel"},
+	} {
+		evs, err := message.Decide(&m, c, t0.Add(time.Duration(i)*time.Minute))
+		if err != nil {
+			t.Fatalf("%#v: %v", c, err)
+		}
+		for _, e := range evs {
+			if err := m.Evolve(e); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, e)
+		}
+	}
+	// The give-up of a message no channel was ever tried for.
+	m = message.Message{}
+	for _, c := range []message.Command{
+		message.Accept{MessageID: "m3", AppID: "a1", Audience: message.Audience{Broadcast: true}, Data: json.RawMessage(`{}`)},
+		message.RecordFailure{Reason: "no_channel", Final: true, Alert: "no_channel"},
+	} {
+		evs, err := message.Decide(&m, c, t0)
 		if err != nil {
 			t.Fatalf("%#v: %v", c, err)
 		}
@@ -468,6 +516,14 @@ func TestSchemasRefuse(t *testing.T) {
 		{"no audience", message.TypeAccepted, `{"message_id":"m","app_id":"a","audience":{},"target_count":0,"priority":"normal","ttl_seconds":1,"expires_at":"2030-01-02T12:00:00Z","at":"2030-01-02T12:00:00Z"}`},
 		{"tags with only none_of", message.TypeAccepted, `{"message_id":"m","app_id":"a","audience":{"tags":{"none_of":["x"]}},"target_count":0,"priority":"normal","ttl_seconds":1,"expires_at":"2030-01-02T12:00:00Z","at":"2030-01-02T12:00:00Z"}`},
 		{"status 0", message.TypeFailed, `{"attempt":1,"channel":"c","reason":"r","status":0,"retryable":false,"final":false,"at":"2030-01-02T12:00:00Z"}`},
+		{"unknown class", message.TypeFailed, `{"attempt":1,"channel":"c","reason":"r","class":"flaky","retryable":false,"final":false,"at":"2030-01-02T12:00:00Z"}`},
+		{"transient, not retryable", message.TypeFailed, `{"attempt":1,"channel":"c","reason":"r","class":"transient","retryable":false,"final":false,"at":"2030-01-02T12:00:00Z"}`},
+		{"token invalid, retryable", message.TypeFailed, `{"attempt":1,"channel":"c","reason":"r","class":"token_invalid","retryable":true,"final":false,"at":"2030-01-02T12:00:00Z"}`},
+		{"final with a retry", message.TypeFailed, `{"attempt":1,"channel":"c","reason":"r","retryable":true,"final":true,"retry_at":"2030-01-02T12:00:00Z","at":"2030-01-02T12:00:00Z"}`},
+		{"alert, not final", message.TypeFailed, `{"attempt":1,"channel":"c","reason":"r","retryable":true,"final":false,"alert":"a","at":"2030-01-02T12:00:00Z"}`},
+		{"empty alert", message.TypeFailed, `{"attempt":1,"channel":"c","reason":"r","retryable":false,"final":true,"alert":"","at":"2030-01-02T12:00:00Z"}`},
+		{"negative attempt", message.TypeFailed, `{"attempt":-1,"channel":"c","reason":"r","retryable":false,"final":true,"at":"2030-01-02T12:00:00Z"}`},
+		{"empty resend reason", message.TypeResendRequested, `{"reason":"","at":"2030-01-02T12:00:00Z"}`},
 		{"bad device id", device.TypeRegistered, `{"app_id":"a","device_id":"d 1","profile":{"platform":"ios"},"at":"2030-01-02T12:00:00Z"}`},
 		{"bad platform", device.TypeUpdated, `{"profile":{"platform":"symbian"},"at":"2030-01-02T12:00:00Z"}`},
 		{"duplicate tags", device.TypeTagsAdded, `{"tags":["a","a"],"at":"2030-01-02T12:00:00Z"}`},

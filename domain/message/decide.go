@@ -54,14 +54,22 @@ type RecordSent struct {
 	Accepted   int
 }
 
-// RecordFailure records that the current attempt failed.
+// RecordFailure records that the current attempt failed. Class, when set,
+// is one of the Class constants and agrees with Retryable (true exactly for
+// ClassTransient). RetryAt, only when not Final, is when the next attempt
+// is scheduled; Alert, only when Final, is why operators are alerted. With
+// Final set it may also follow a failure of the current attempt that was
+// not final: the give-up.
 type RecordFailure struct {
 	Attempt   int
 	Channel   string
 	Reason    string
 	Status    int
+	Class     string
 	Retryable bool
 	Final     bool
+	RetryAt   *time.Time
+	Alert     string
 }
 
 // RecordDelivered records a device acknowledgement (idempotent per device).
@@ -76,6 +84,10 @@ type Expire struct{}
 // Cancel ends a message that was not yet sent.
 type Cancel struct{ Reason string }
 
+// Resend starts a new attempt cycle of a message that was sent and not
+// acknowledged, or that failed (finally or not), before its expiry.
+type Resend struct{ Reason string }
+
 func (Accept) commandName() string          { return "accept" }
 func (StartAttempt) commandName() string    { return "start attempt" }
 func (RecordSent) commandName() string      { return "record sent" }
@@ -84,6 +96,7 @@ func (RecordDelivered) commandName() string { return "record delivered" }
 func (RecordOpened) commandName() string    { return "record opened" }
 func (Expire) commandName() string          { return "expire" }
 func (Cancel) commandName() string          { return "cancel" }
+func (Resend) commandName() string          { return "resend" }
 
 // Decide returns the events that command c produces on m at time now, or a
 // typed error. An empty slice and nil error means the command is already
@@ -133,7 +146,16 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 		if c.Reason == "" {
 			return nil, fmt.Errorf("%w: failure reason is empty", ErrInvalid)
 		}
-		out = append(out, Failed{Attempt: c.Attempt, Channel: c.Channel, Reason: c.Reason, Status: c.Status, Retryable: c.Retryable, Final: c.Final, At: now})
+		if err := c.validate(); err != nil {
+			return nil, err
+		}
+		var retryAt *time.Time
+		if c.RetryAt != nil {
+			r := c.RetryAt.UTC()
+			retryAt = &r
+		}
+		out = append(out, Failed{Attempt: c.Attempt, Channel: c.Channel, Reason: c.Reason, Status: c.Status, Class: c.Class,
+			Retryable: c.Retryable, Final: c.Final, RetryAt: retryAt, Alert: c.Alert, At: now})
 	case RecordDelivered:
 		if c.DeviceID == "" {
 			return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
@@ -157,6 +179,11 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 		out = append(out, Expired{At: now})
 	case Cancel:
 		out = append(out, Cancelled{Reason: c.Reason, At: now})
+	case Resend:
+		if !m.ExpiresAt.IsZero() && !now.Before(m.ExpiresAt) {
+			return nil, ErrPastExpiry
+		}
+		out = append(out, ResendRequested{Reason: c.Reason, At: now})
 	default:
 		return nil, fmt.Errorf("%w: unknown command %T", ErrInvalid, c)
 	}
@@ -261,15 +288,37 @@ func validText(c Command) bool {
 	case RecordSent:
 		return event.ValidUTF8(c.Channel, c.ProviderID)
 	case RecordFailure:
-		return event.ValidUTF8(c.Channel, c.Reason)
+		return event.ValidUTF8(c.Channel, c.Reason, c.Class, c.Alert)
 	case RecordDelivered:
 		return event.ValidUTF8(c.DeviceID, c.Channel)
 	case RecordOpened:
 		return event.ValidUTF8(c.DeviceID, c.Channel)
 	case Cancel:
 		return event.ValidUTF8(c.Reason)
+	case Resend:
+		return event.ValidUTF8(c.Reason)
 	}
 	return true
+}
+
+// validate checks the classification fields of a failure.
+func (c RecordFailure) validate() error {
+	switch c.Class {
+	case "":
+	case ClassTransient, ClassPermanent, ClassTokenInvalid:
+		if c.Retryable != (c.Class == ClassTransient) {
+			return fmt.Errorf("%w: class %s with retryable %v", ErrInvalid, c.Class, c.Retryable)
+		}
+	default:
+		return fmt.Errorf("%w: unknown failure class %q", ErrInvalid, c.Class)
+	}
+	if c.Final && c.RetryAt != nil {
+		return fmt.Errorf("%w: a final failure schedules no retry", ErrInvalid)
+	}
+	if !c.Final && c.Alert != "" {
+		return fmt.Errorf("%w: only a final failure raises an alert", ErrInvalid)
+	}
+	return nil
 }
 
 // canonicalJSON returns data as encoding/json writes it (compact, HTML

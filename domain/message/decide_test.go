@@ -68,6 +68,13 @@ var (
 	afterExpiry   = at(day + time.Minute)
 	beforeExpiry  = at(time.Hour)
 	sendingAfterS = message.Sending{Attempt: 1, Channel: "apns", At: at(time.Hour)}
+	// failed1Retry is failed1 as a policy records it: classified, with the
+	// retry it scheduled.
+	failed1Retry = message.Failed{Attempt: 1, Channel: "apns", Reason: "timeout", Status: 503, Class: message.ClassTransient, Retryable: true,
+		RetryAt: ptr(at(time.Hour)), At: at(2 * time.Minute)}
+	// gaveUp1 is the give-up after failed1.
+	gaveUp1  = message.Failed{Attempt: 1, Channel: "apns", Reason: "attempts_exhausted", Final: true, Alert: "attempts_exhausted", At: at(3 * time.Minute)}
+	resentEv = message.ResendRequested{Reason: "operator", At: at(10 * time.Minute)}
 )
 
 // history returns the events that bring a message into the named state.
@@ -87,6 +94,12 @@ func history(state string) []message.Event {
 		return []message.Event{acceptedEv(), sending1, failed1}
 	case "failed-final":
 		return []message.Event{acceptedEv(), sending1, failed1Final}
+	case "gave-up":
+		return []message.Event{acceptedEv(), sending1, failed1, gaveUp1}
+	case "resent":
+		return []message.Event{acceptedEv(), sending1, failed1Final, resentEv}
+	case "resent-sent":
+		return []message.Event{acceptedEv(), sending1, sent1, resentEv}
 	case "delivered":
 		return []message.Event{acceptedEv(), sending1, sent1, deliveredD1}
 	case "opened":
@@ -99,7 +112,7 @@ func history(state string) []message.Event {
 	panic("unknown state " + state)
 }
 
-var allStates = []string{"new", "accepted", "scheduled", "sending", "sent", "failed", "failed-final", "delivered", "opened", "expired", "cancelled"}
+var allStates = []string{"new", "accepted", "scheduled", "sending", "sent", "failed", "failed-final", "gave-up", "resent", "resent-sent", "delivered", "opened", "expired", "cancelled"}
 
 type decideCase struct {
 	name  string
@@ -310,6 +323,12 @@ func TestDecideStartAttempt(t *testing.T) {
 			then: []message.Event{message.Sending{Attempt: 2, Channel: "fcm", At: beforeExpiry}}},
 		{name: "failed: retry after expiry", given: history("failed"), when: start, now: afterExpiry, err: message.ErrPastExpiry},
 		{name: "failed finally", given: history("failed-final"), when: start, now: beforeExpiry, err: message.ErrInvalidTransition},
+		{name: "gave up", given: history("gave-up"), when: start, now: beforeExpiry, err: message.ErrInvalidTransition},
+		{name: "resent after a final failure: next attempt", given: history("resent"), when: message.StartAttempt{Channel: "fcm"}, now: beforeExpiry,
+			then: []message.Event{message.Sending{Attempt: 2, Channel: "fcm", At: beforeExpiry}}},
+		{name: "resent after a final failure: after expiry", given: history("resent"), when: start, now: afterExpiry, err: message.ErrPastExpiry},
+		{name: "resent after sent: next attempt", given: history("resent-sent"), when: start, now: beforeExpiry,
+			then: []message.Event{message.Sending{Attempt: 2, Channel: "apns", At: beforeExpiry}}},
 		{name: "delivered", given: history("delivered"), when: start, now: beforeExpiry, err: message.ErrInvalidTransition},
 		{name: "opened", given: history("opened"), when: start, now: beforeExpiry, err: message.ErrInvalidTransition},
 		{name: "expired", given: history("expired"), when: start, now: afterExpiry, err: message.ErrPastExpiry},
@@ -359,6 +378,29 @@ func TestDecideRecordFailure(t *testing.T) {
 		{name: "sent: receipt failure", given: history("sent"), when: fail, now: at(2 * time.Minute), then: []message.Event{failed1}},
 		{name: "failed: repeat", given: history("failed"), when: fail, now: at(3 * time.Minute), err: message.ErrInvalidTransition},
 		{name: "failed finally: repeat", given: history("failed-final"), when: final, now: at(3 * time.Minute), err: message.ErrInvalidTransition},
+		{name: "sending: classified, with the scheduled retry in another zone", given: history("sending"),
+			when: with(fail, func(c *message.RecordFailure) {
+				c.Class, c.RetryAt = message.ClassTransient, ptr(at(time.Hour).In(time.FixedZone("X", 3600)))
+			}),
+			now: at(2 * time.Minute), then: []message.Event{failed1Retry}},
+		{name: "sending: token invalid, final, with an alert", given: history("sending"),
+			when: with(final, func(c *message.RecordFailure) { c.Class, c.Alert = message.ClassTokenInvalid, "no_channel" }),
+			now:  at(2 * time.Minute),
+			then: []message.Event{with(failed1Final, func(e *message.Failed) { e.Class, e.Alert = message.ClassTokenInvalid, "no_channel" })}},
+		{name: "sending: unknown class", given: history("sending"), when: with(fail, func(c *message.RecordFailure) { c.Class = "flaky" }), now: at(2 * time.Minute), err: message.ErrInvalid},
+		{name: "sending: transient, not retryable", given: history("sending"), when: with(final, func(c *message.RecordFailure) { c.Class = message.ClassTransient }), now: at(2 * time.Minute), err: message.ErrInvalid},
+		{name: "sending: permanent, retryable", given: history("sending"), when: with(fail, func(c *message.RecordFailure) { c.Class = message.ClassPermanent }), now: at(2 * time.Minute), err: message.ErrInvalid},
+		{name: "sending: final with a retry", given: history("sending"), when: with(final, func(c *message.RecordFailure) { c.RetryAt = ptr(at(time.Hour)) }), now: at(2 * time.Minute), err: message.ErrInvalid},
+		{name: "sending: alert on a failure that is not final", given: history("sending"), when: with(fail, func(c *message.RecordFailure) { c.Alert = "x" }), now: at(2 * time.Minute), err: message.ErrInvalid},
+		{name: "sending: alert not UTF-8", given: history("sending"), when: with(final, func(c *message.RecordFailure) { c.Alert = "\xff" }), now: at(2 * time.Minute), err: message.ErrInvalid},
+		{name: "failed: give up", given: history("failed"),
+			when: message.RecordFailure{Attempt: 1, Channel: "apns", Reason: "attempts_exhausted", Final: true, Alert: "attempts_exhausted"},
+			now:  at(3 * time.Minute), then: []message.Event{gaveUp1}},
+		{name: "failed: give up of another attempt", given: history("failed"), when: with(final, func(c *message.RecordFailure) { c.Attempt = 2 }), now: at(3 * time.Minute), err: message.ErrWrongAttempt},
+		{name: "gave up: repeat", given: history("gave-up"), when: final, now: at(4 * time.Minute), err: message.ErrInvalidTransition},
+		{name: "resent after a final failure: give up the new cycle", given: history("resent"), when: final, now: at(11 * time.Minute),
+			then: []message.Event{with(failed1Final, func(e *message.Failed) { e.At = at(11 * time.Minute) })}},
+		{name: "resent after a final failure: not final", given: history("resent"), when: fail, now: at(11 * time.Minute), err: message.ErrInvalidTransition},
 		{name: "delivered", given: history("delivered"), when: fail, now: at(5 * time.Minute), err: message.ErrInvalidTransition},
 		{name: "opened", given: history("opened"), when: fail, now: at(5 * time.Minute), err: message.ErrInvalidTransition},
 		{name: "expired while sending", given: []message.Event{acceptedEv(), sending1, expiredEv}, when: fail, now: afterExpiry, err: message.ErrInvalidTransition},
@@ -432,12 +474,12 @@ func TestDecideExpire(t *testing.T) {
 		{name: "scheduled: at its expiry", given: history("scheduled"), when: exp, now: at(day + time.Hour), then: expiredAt(at(day + time.Hour))},
 		{name: "delivered: before expiry", given: history("delivered"), when: exp, now: beforeExpiry, err: message.ErrNotDue},
 	}
-	for _, s := range []string{"sending", "sent", "failed"} {
+	for _, s := range []string{"sending", "sent", "failed", "resent", "resent-sent"} {
 		cases = append(cases,
 			decideCase{name: s + ": before expiry", given: history(s), when: exp, now: beforeExpiry, err: message.ErrNotDue},
 			decideCase{name: s + ": after expiry", given: history(s), when: exp, now: afterExpiry, then: expiredAt(afterExpiry)})
 	}
-	for _, s := range []string{"failed-final", "delivered", "opened", "expired", "cancelled"} {
+	for _, s := range []string{"failed-final", "gave-up", "delivered", "opened", "expired", "cancelled"} {
 		cases = append(cases, decideCase{name: s + ": after expiry", given: history(s), when: exp, now: afterExpiry, err: message.ErrInvalidTransition})
 	}
 	runDecide(t, cases)
@@ -452,8 +494,30 @@ func TestDecideCancel(t *testing.T) {
 		{name: "accepted: no reason", given: history("accepted"), when: message.Cancel{}, now: now, then: []message.Event{message.Cancelled{At: now}}},
 		{name: "scheduled", given: history("scheduled"), when: cancel, now: now, then: []message.Event{cancelledEv}},
 	}
-	for _, s := range []string{"sending", "sent", "failed", "failed-final", "delivered", "opened", "expired", "cancelled"} {
+	for _, s := range []string{"sending", "sent", "failed", "failed-final", "gave-up", "resent", "resent-sent", "delivered", "opened", "expired", "cancelled"} {
 		cases = append(cases, decideCase{name: s, given: history(s), when: cancel, now: at(10 * time.Minute), err: message.ErrInvalidTransition})
+	}
+	runDecide(t, cases)
+}
+
+func TestDecideResend(t *testing.T) {
+	resend := message.Resend{Reason: "operator"}
+	now := at(10 * time.Minute)
+	cases := []decideCase{
+		{name: "new", when: resend, now: now, err: message.ErrNotFound},
+		{name: "sent: no reason", given: history("sent"), when: message.Resend{}, now: now, then: []message.Event{message.ResendRequested{At: now}}},
+		{name: "sent: reason not UTF-8", given: history("sent"), when: message.Resend{Reason: "\xff"}, now: now, err: message.ErrInvalid},
+		{name: "sent: just before expiry", given: history("sent"), when: resend, now: at(day - time.Nanosecond),
+			then: []message.Event{message.ResendRequested{Reason: "operator", At: at(day - time.Nanosecond)}}},
+		{name: "sent: at expiry", given: history("sent"), when: resend, now: at(day), err: message.ErrPastExpiry},
+		{name: "failed finally: after expiry", given: history("failed-final"), when: resend, now: afterExpiry, err: message.ErrPastExpiry},
+		{name: "expired", given: history("expired"), when: resend, now: afterExpiry, err: message.ErrPastExpiry},
+	}
+	for _, s := range []string{"sent", "failed", "failed-final", "gave-up", "resent", "resent-sent"} {
+		cases = append(cases, decideCase{name: s, given: history(s), when: resend, now: now, then: []message.Event{resentEv}})
+	}
+	for _, s := range []string{"accepted", "scheduled", "sending", "delivered", "opened", "cancelled"} {
+		cases = append(cases, decideCase{name: s, given: history(s), when: resend, now: now, err: message.ErrInvalidTransition})
 	}
 	runDecide(t, cases)
 }
@@ -488,6 +552,10 @@ func TestEvolveState(t *testing.T) {
 		{given: "sent", state: message.StateSent, attempt: 1},
 		{given: "failed", state: message.StateFailed, attempt: 1},
 		{given: "failed-final", state: message.StateFailed, attempt: 1, terminal: true},
+		{given: "gave-up", state: message.StateFailed, attempt: 1, terminal: true},
+		// A resend clears the final failure: the next attempt may start.
+		{given: "resent", state: message.StateFailed, attempt: 1},
+		{given: "resent-sent", state: message.StateSent, attempt: 1},
 		{given: "delivered", state: message.StateDelivered, attempt: 1, terminal: true, delivered: []string{"d1"}},
 		// An open implies delivery.
 		{given: "opened", state: message.StateOpened, attempt: 1, terminal: true, delivered: []string{"d1"}, opened: []string{"d1"}},
@@ -523,6 +591,33 @@ func TestEvolveState(t *testing.T) {
 			t.Fatalf("delivered %v opened %v", m.Delivered, m.Opened)
 		}
 	})
+	t.Run("a resend is counted and clears the final failure", func(t *testing.T) {
+		m, _ := message.Replay(append(history("resent"), resentEv))
+		if m.Resends != 2 || m.FinalFailure || m.LastError != "bad token" || !m.UpdatedAt.Equal(resentEv.At) {
+			t.Fatalf("resends %d final %v last error %q updated %v", m.Resends, m.FinalFailure, m.LastError, m.UpdatedAt)
+		}
+	})
+	t.Run("the give-up is the last error", func(t *testing.T) {
+		m, _ := message.Replay(history("gave-up"))
+		if !m.FinalFailure || m.LastError != "attempts_exhausted" {
+			t.Fatalf("final %v last error %q", m.FinalFailure, m.LastError)
+		}
+	})
+	t.Run("the scheduled retry is kept until the next attempt", func(t *testing.T) {
+		m, _ := message.Replay([]message.Event{acceptedEv(), sending1, failed1Retry})
+		if !m.RetryAt.Equal(at(time.Hour)) {
+			t.Fatalf("retry at %v", m.RetryAt)
+		}
+		for _, e := range []message.Event{message.Sending{Attempt: 2, Channel: "apns", At: at(time.Hour)}, resentEv} {
+			m, _ := message.Replay([]message.Event{acceptedEv(), sending1, failed1Retry})
+			if err := m.Evolve(e); err != nil || !m.RetryAt.IsZero() {
+				t.Fatalf("after %s: retry at %v, %v", e.EventType(), m.RetryAt, err)
+			}
+		}
+		if m, _ := message.Replay(history("failed")); !m.RetryAt.IsZero() {
+			t.Fatalf("retry at %v without one recorded", m.RetryAt)
+		}
+	})
 	t.Run("scheduled send time", func(t *testing.T) {
 		m, _ := message.Replay(history("scheduled"))
 		if !m.SendAt.Equal(at(time.Hour)) || !m.ExpiresAt.Equal(at(day+time.Hour)) {
@@ -550,6 +645,20 @@ func TestEvolveRejects(t *testing.T) {
 		{"sent", message.Failed{Attempt: 2, Reason: "x"}},
 		{"sent", cancelledEv},
 		{"failed", openedD1},
+		{"failed", message.Failed{Attempt: 1, Channel: "apns", Reason: "again"}},
+		{"failed", message.Failed{Attempt: 2, Channel: "apns", Reason: "x", Final: true}},
+		{"gave-up", gaveUp1},
+		{"gave-up", message.Sending{Attempt: 2, Channel: "apns"}},
+		{"failed-final", failed1Final},
+		{"failed-final", message.Sending{Attempt: 2, Channel: "apns"}},
+		{"accepted", resentEv},
+		{"scheduled", resentEv},
+		{"sending", resentEv},
+		{"delivered", resentEv},
+		{"opened", resentEv},
+		{"expired", resentEv},
+		{"cancelled", resentEv},
+		{"resent", message.Failed{Attempt: 1, Channel: "apns", Reason: "x"}},
 		{"failed-final", sending1},
 		{"failed-final", deliveredD1},
 		{"failed-final", expiredEv},
@@ -591,7 +700,9 @@ func sampleEvents() []message.Event {
 			e.Audience, e.Targets, e.Notification, e.Data = message.Audience{Broadcast: true}, nil, nil, json.RawMessage(`[1,"x",null]`)
 		}),
 		with(acceptedEv(), func(e *message.Accepted) { e.Audience = message.Audience{Aliases: []string{"u1"}} }),
-		scheduledEv, sending1, sent1, failed1, failed1Final, deliveredD1, openedD1, expiredEv, cancelledEv,
+		scheduledEv, sending1, sent1, failed1, failed1Final, failed1Retry, gaveUp1, deliveredD1, openedD1, expiredEv, cancelledEv, resentEv,
+		with(failed1Final, func(e *message.Failed) { e.Class = message.ClassPermanent }),
+		message.ResendRequested{At: at(time.Hour).Add(123456789)},
 		message.Cancelled{At: at(time.Nanosecond)},
 		message.Sent{Attempt: 3, At: at(time.Hour).Add(123456789)},
 	}
@@ -625,6 +736,19 @@ func TestJSONRoundTrip(t *testing.T) {
 	}
 	if len(seen) != len(message.EventTypes()) {
 		t.Errorf("samples of %d types, EventTypes has %d", len(seen), len(message.EventTypes()))
+	}
+}
+
+// Events recorded before class, retry_at and alert were kept decode with
+// them empty.
+func TestDecodeOldFailed(t *testing.T) {
+	e, err := message.Decode(message.TypeFailed, []byte(`{"attempt":1,"channel":"apns","reason":"timeout","status":503,"retryable":true,"final":false,"at":"2030-01-02T12:02:00Z"}`))
+	if err != nil || !reflect.DeepEqual(e, failed1) {
+		t.Fatalf("got %#v, %v", e, err)
+	}
+	b, _ := json.Marshal(failed1)
+	if want := `{"attempt":1,"channel":"apns","reason":"timeout","status":503,"retryable":true,"final":false,"at":"2030-01-02T12:02:00Z"}`; string(b) != want {
+		t.Fatalf("failed1 encodes as %s, want %s", b, want)
 	}
 }
 

@@ -14,20 +14,21 @@ import (
 // Persisted event type names. They are part of the ledger's format: never
 // change one; add a new version instead. JSON schemas: schema/events/.
 const (
-	TypeAccepted  = "message.accepted.v1"
-	TypeScheduled = "message.scheduled.v1"
-	TypeSending   = "message.sending.v1"
-	TypeSent      = "message.sent.v1"
-	TypeDelivered = "message.delivered.v1"
-	TypeOpened    = "message.opened.v1"
-	TypeFailed    = "message.failed.v1"
-	TypeExpired   = "message.expired.v1"
-	TypeCancelled = "message.cancelled.v1"
+	TypeAccepted        = "message.accepted.v1"
+	TypeScheduled       = "message.scheduled.v1"
+	TypeSending         = "message.sending.v1"
+	TypeSent            = "message.sent.v1"
+	TypeDelivered       = "message.delivered.v1"
+	TypeOpened          = "message.opened.v1"
+	TypeFailed          = "message.failed.v1"
+	TypeExpired         = "message.expired.v1"
+	TypeCancelled       = "message.cancelled.v1"
+	TypeResendRequested = "message.resend_requested.v1"
 )
 
 // EventTypes lists every persisted message event type.
 func EventTypes() []string {
-	return []string{TypeAccepted, TypeScheduled, TypeSending, TypeSent, TypeDelivered, TypeOpened, TypeFailed, TypeExpired, TypeCancelled}
+	return []string{TypeAccepted, TypeScheduled, TypeSending, TypeSent, TypeDelivered, TypeOpened, TypeFailed, TypeExpired, TypeCancelled, TypeResendRequested}
 }
 
 // StreamPrefix is the ledger stream category of messages.
@@ -117,17 +118,35 @@ type Opened struct {
 	At       time.Time `json:"at"`
 }
 
-// Failed records that attempt n failed. Retryable is the channel's
-// classification of the failure; Final means no further attempt will be made
-// and the message is terminally failed.
+// Failure classes: how the channel classified a failure. They are the
+// names of the delivery policy's classes (policy.Class.String).
+const (
+	ClassTransient    = "transient"
+	ClassPermanent    = "permanent"
+	ClassTokenInvalid = "token_invalid"
+)
+
+// Failed records that attempt n failed. Class is the channel's
+// classification of the failure (empty in events recorded before it was
+// kept, and in a give-up record); Retryable is true exactly for a transient
+// failure and is kept for readers of older events. Final means no further
+// attempt will be made and the message is terminally failed; a final failure
+// may follow a non-final one of the same attempt, as the give-up record of a
+// policy that decided later not to retry. RetryAt, only when not final, is
+// when the policy scheduled the next attempt, so that a restart does not
+// compute it again; Alert, only when final, is the reason operators are
+// alerted, empty when they are not.
 type Failed struct {
-	Attempt   int       `json:"attempt"`
-	Channel   string    `json:"channel"`
-	Reason    string    `json:"reason"`
-	Status    int       `json:"status,omitempty"`
-	Retryable bool      `json:"retryable"`
-	Final     bool      `json:"final"`
-	At        time.Time `json:"at"`
+	Attempt   int        `json:"attempt"`
+	Channel   string     `json:"channel"`
+	Reason    string     `json:"reason"`
+	Status    int        `json:"status,omitempty"`
+	Class     string     `json:"class,omitempty"`
+	Retryable bool       `json:"retryable"`
+	Final     bool       `json:"final"`
+	RetryAt   *time.Time `json:"retry_at,omitempty"`
+	Alert     string     `json:"alert,omitempty"`
+	At        time.Time  `json:"at"`
 }
 
 // Expired records that the message's TTL ran out before delivery.
@@ -141,15 +160,25 @@ type Cancelled struct {
 	At     time.Time `json:"at"`
 }
 
-func (Accepted) EventType() string  { return TypeAccepted }
-func (Scheduled) EventType() string { return TypeScheduled }
-func (Sending) EventType() string   { return TypeSending }
-func (Sent) EventType() string      { return TypeSent }
-func (Delivered) EventType() string { return TypeDelivered }
-func (Opened) EventType() string    { return TypeOpened }
-func (Failed) EventType() string    { return TypeFailed }
-func (Expired) EventType() string   { return TypeExpired }
-func (Cancelled) EventType() string { return TypeCancelled }
+// ResendRequested records a manual resend: a new attempt cycle starts.
+// It follows a message that was sent (and not acknowledged) or that failed,
+// finally or not; it clears a final failure, so that the next attempt may
+// start. Nothing is resent after expiry, cancellation or acknowledgement.
+type ResendRequested struct {
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+func (Accepted) EventType() string        { return TypeAccepted }
+func (Scheduled) EventType() string       { return TypeScheduled }
+func (Sending) EventType() string         { return TypeSending }
+func (Sent) EventType() string            { return TypeSent }
+func (Delivered) EventType() string       { return TypeDelivered }
+func (Opened) EventType() string          { return TypeOpened }
+func (Failed) EventType() string          { return TypeFailed }
+func (Expired) EventType() string         { return TypeExpired }
+func (Cancelled) EventType() string       { return TypeCancelled }
+func (ResendRequested) EventType() string { return TypeResendRequested }
 
 // Decode parses a persisted message event.
 func Decode(eventType string, data []byte) (Event, error) {
@@ -174,6 +203,8 @@ func Decode(eventType string, data []byte) (Event, error) {
 		e, err = event.Decode[Expired](data)
 	case TypeCancelled:
 		e, err = event.Decode[Cancelled](data)
+	case TypeResendRequested:
+		e, err = event.Decode[ResendRequested](data)
 	default:
 		return nil, fmt.Errorf("message: unknown event type %q", eventType)
 	}

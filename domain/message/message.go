@@ -83,9 +83,15 @@ type Message struct {
 	// the first; Channel is its channel.
 	Attempt int
 	Channel string
-	// FinalFailure is set when the message failed terminally.
+	// FinalFailure is set when the message failed terminally (a resend
+	// clears it).
 	FinalFailure bool
 	LastError    string
+	// RetryAt is when the policy scheduled the next attempt after the last
+	// failure, zero when it did not say or an attempt started since.
+	RetryAt time.Time
+	// Resends counts the manual resends requested (ResendRequested).
+	Resends int
 	// Delivered and Opened hold the devices that acknowledged / opened.
 	Delivered map[string]time.Time
 	Opened    map[string]time.Time
@@ -125,7 +131,7 @@ func (m *Message) Evolve(e Event) error {
 	case Scheduled:
 		m.State, m.SendAt, m.UpdatedAt = StateScheduled, e.SendAt, e.At
 	case Sending:
-		m.State, m.Attempt, m.Channel, m.UpdatedAt = StateSending, e.Attempt, e.Channel, e.At
+		m.State, m.Attempt, m.Channel, m.RetryAt, m.UpdatedAt = StateSending, e.Attempt, e.Channel, time.Time{}, e.At
 	case Sent:
 		m.State, m.UpdatedAt = StateSent, e.At
 	case Delivered:
@@ -150,7 +156,15 @@ func (m *Message) Evolve(e Event) error {
 		m.Opened[e.DeviceID] = e.At
 		m.State, m.UpdatedAt = StateOpened, e.At
 	case Failed:
-		m.State, m.FinalFailure, m.LastError, m.UpdatedAt = StateFailed, e.Final, e.Reason, e.At
+		m.State, m.FinalFailure, m.LastError, m.RetryAt, m.UpdatedAt = StateFailed, e.Final, e.Reason, time.Time{}, e.At
+		if e.RetryAt != nil && !e.Final {
+			m.RetryAt = *e.RetryAt
+		}
+	case ResendRequested:
+		// A new cycle: the state stays sent or failed, now not final, so
+		// that the next attempt may start.
+		m.FinalFailure, m.RetryAt, m.UpdatedAt = false, time.Time{}, e.At
+		m.Resends++
 	case Expired:
 		m.State, m.UpdatedAt = StateExpired, e.At
 	case Cancelled:
@@ -180,9 +194,14 @@ func (m *Message) allows(e Event) error {
 		ok = m.State == StateSent || m.State == StateDelivered || m.State == StateOpened
 	case Failed:
 		// A failure closes the current attempt; with no attempt yet (no
-		// usable channel) only a final failure is possible.
+		// usable channel) only a final failure is possible. A failure that
+		// was not final may be followed by the final one of the same
+		// attempt: the give-up record.
 		ok = ((m.State == StateSending || m.State == StateSent) && e.Attempt == m.Attempt) ||
-			((m.State == StateAccepted || m.State == StateScheduled) && e.Attempt == 0 && m.Attempt == 0 && e.Final)
+			((m.State == StateAccepted || m.State == StateScheduled) && e.Attempt == 0 && m.Attempt == 0 && e.Final) ||
+			(m.State == StateFailed && !m.FinalFailure && e.Final && e.Attempt == m.Attempt)
+	case ResendRequested:
+		ok = m.State == StateSent || m.State == StateFailed
 	case Expired:
 		ok = m.State != StateNone && !m.Terminal()
 	case Cancelled:

@@ -95,7 +95,7 @@ func drawCommand(t *rapid.T, m *message.Message, now time.Time) message.Command 
 	device := func() string {
 		return rapid.SampledFrom([]string{"d1", "d2", "d3", "", "d\xff", "d\xfe"}).Draw(t, "device")
 	}
-	switch rapid.IntRange(0, 10).Draw(t, "command") {
+	switch rapid.IntRange(0, 11).Draw(t, "command") {
 	case 0:
 		return drawAccept(t, now)
 	case 1, 2:
@@ -103,16 +103,27 @@ func drawCommand(t *rapid.T, m *message.Message, now time.Time) message.Command 
 	case 3:
 		return message.RecordSent{Attempt: attempt(), Channel: channel(), ProviderID: rapid.SampledFrom([]string{"", "p"}).Draw(t, "provider"), Accepted: rapid.IntRange(0, 2).Draw(t, "accepted")}
 	case 4:
-		return message.RecordFailure{Attempt: attempt(), Channel: channel(), Reason: rapid.SampledFrom([]string{"timeout", ""}).Draw(t, "reason"),
-			Status: rapid.SampledFrom([]int{0, 410, 503}).Draw(t, "status"), Retryable: rapid.Bool().Draw(t, "retryable"), Final: rapid.Bool().Draw(t, "final")}
+		c := message.RecordFailure{Attempt: attempt(), Channel: channel(), Reason: rapid.SampledFrom([]string{"timeout", "gave_up", ""}).Draw(t, "reason"),
+			Status: rapid.SampledFrom([]int{0, 410, 503}).Draw(t, "status"), Retryable: rapid.Bool().Draw(t, "retryable"), Final: rapid.Bool().Draw(t, "final"),
+			Class: rapid.SampledFrom([]string{"", message.ClassTransient, message.ClassPermanent, message.ClassTokenInvalid, "bogus"}).Draw(t, "class"),
+			Alert: rapid.SampledFrom([]string{"", "", "attempts_exhausted", "\xff"}).Draw(t, "alert")}
+		if c.Class != "" && rapid.Bool().Draw(t, "consistent class") {
+			c.Retryable = c.Class == message.ClassTransient
+		}
+		if rapid.Bool().Draw(t, "retry_at?") {
+			c.RetryAt = ptr(now.Add(rapid.SampledFrom([]time.Duration{0, time.Second, time.Hour}).Draw(t, "retry in")).In(rapid.SampledFrom(zones).Draw(t, "retry zone")))
+		}
+		return c
 	case 5, 6:
 		return message.RecordDelivered{DeviceID: device(), Channel: channel()}
 	case 7:
 		return message.RecordOpened{DeviceID: device(), Channel: channel()}
 	case 8, 9:
 		return message.Expire{}
-	default:
+	case 10:
 		return message.Cancel{Reason: rapid.SampledFrom([]string{"", "why", "\xff"}).Draw(t, "cancel reason")}
+	default:
+		return message.Resend{Reason: rapid.SampledFrom([]string{"", "operator", "\xff"}).Draw(t, "resend reason")}
 	}
 }
 
@@ -125,7 +136,8 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 		var log []message.Event
 		now := t0
 		attempts := 0     // last Sending attempt in the log
-		ended := false    // expired, cancelled or finally failed
+		ended := false    // expired or cancelled: nothing follows
+		failed := false   // finally failed: only a resend follows
 		acksOnly := false // delivered or opened: only acks and opens follow
 		steps := rapid.IntRange(1, 40).Draw(t, "steps")
 		for range steps {
@@ -149,6 +161,9 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 				if ended {
 					t.Fatalf("%s after the message ended", e.EventType())
 				}
+				if _, resend := e.(message.ResendRequested); failed && !resend {
+					t.Fatalf("%s after a final failure", e.EventType())
+				}
 				switch e := e.(type) {
 				case message.Sending:
 					if m.Terminal() {
@@ -164,6 +179,29 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 				case message.Expired:
 					if e.At.Before(m.ExpiresAt) {
 						t.Fatalf("Expired at %v, expires at %v", e.At, m.ExpiresAt)
+					}
+				case message.ResendRequested:
+					if m.State != message.StateSent && m.State != message.StateFailed {
+						t.Fatalf("resend in state %s", m.State)
+					}
+					if !e.At.Before(m.ExpiresAt) {
+						t.Fatalf("resend at %v, expires at %v", e.At, m.ExpiresAt)
+					}
+					if acksOnly {
+						t.Fatal("resend after delivery")
+					}
+				case message.Failed:
+					if m.State == message.StateFailed && (!e.Final || e.Attempt != m.Attempt) {
+						t.Fatalf("%#v after a failure of attempt %d", e, m.Attempt)
+					}
+					if (e.Final && e.RetryAt != nil) || (!e.Final && e.Alert != "") {
+						t.Fatalf("retry_at or alert on the wrong failure: %#v", e)
+					}
+					if e.Class != "" && e.Retryable != (e.Class == message.ClassTransient) {
+						t.Fatalf("class %s, retryable %v", e.Class, e.Retryable)
+					}
+					if acksOnly {
+						t.Fatal("failure after delivery")
 					}
 				case message.Delivered, message.Opened:
 				default:
@@ -183,9 +221,17 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 				case message.Expired, message.Cancelled:
 					ended = true
 				case message.Failed:
-					ended = e.Final
+					failed = e.Final
+				case message.ResendRequested:
+					failed = false
+					if m.FinalFailure || m.Terminal() {
+						t.Fatalf("state after a resend: %+v", m)
+					}
 				case message.Delivered, message.Opened:
 					acksOnly = true
+				}
+				if m.FinalFailure != failed {
+					t.Fatalf("final failure %v after %s", m.FinalFailure, e.EventType())
 				}
 				if (m.State == message.StateOpened || m.State == message.StateDelivered) != acksOnly {
 					t.Fatalf("state %s after %s", m.State, e.EventType())

@@ -54,11 +54,15 @@
 // # Attempts, cycles and exactly one outcome
 //
 // Attempts are counted per cycle: the first cycle starts when the message is
-// accepted, and each manual resend starts another. In a cycle at most
-// Config.MaxAttempts attempts start, at most RetryPolicy.MaxAttempts of them
-// on any one channel. A decision never starts an attempt at or after the
-// message's expiry, never on a channel that is disabled, excluded by the
-// Env, or out of the cycle after a permanent or token-invalid failure, and a
-// give-up is final: a message ends exactly once, delivered, failed,
-// expired or cancelled.
+// accepted, and each manual resend (message.Resend, recorded as
+// message.ResendRequested and folded by Progress.Apply into NewCycle)
+// starts another. In a cycle at most Config.MaxAttempts attempts start, at
+// most RetryPolicy.MaxAttempts of them on any one channel. A decision never
+// starts an attempt at or after the message's expiry, never on a channel
+// that is disabled, excluded by the Env, or out of the cycle after a
+// permanent or token-invalid failure, and a give-up is final for its cycle:
+// each cycle ends at most once and the message's last exactly once,
+// delivered, failed, expired or cancelled. Only an operator's resend starts
+// a new cycle after a final failure; the message domain allows none after
+// expiry, cancellation or acknowledgement.
 package policy

@@ -457,14 +457,12 @@ func (c Config) CanResend(p *Progress, now time.Time) error {
 
 // Resend decides a manual resend: when CanResend allows it, the Start (or,
 // under the background rule, the Hold) of a new cycle, decided on a copy of
-// p with the cycle started (Progress.NewCycle at Env.Now): the runtime calls
-// NewCycle on its own Progress when it carries the resend out. When no
-// channel is available it returns an error matching ErrResendNotAllowed,
-// and the message is left as it is.
-//
-// The message domain cannot carry a resend out yet in every state (see
-// Progress.NewCycle): it starts an attempt after "sent" and after a failure
-// that is not final, not after a final failure.
+// p with the cycle started (Progress.NewCycle at Env.Now). The runtime
+// carries it out by recording message.Resend at Env.Now (its
+// message.ResendRequested, which Apply folds into the same NewCycle, also
+// clears a final failure), then the decision. When no channel is available
+// it returns an error matching ErrResendNotAllowed, and the message is left
+// as it is.
 func (c Config) Resend(p *Progress, env Env) (Decision, error) {
 	if err := c.CanResend(p, env.Now); err != nil {
 		return Decision{}, err

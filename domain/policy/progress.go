@@ -66,6 +66,9 @@ type FailureRecord struct {
 // that is not a valid transition, is returned and nothing changes), then the
 // policy's.
 func (p *Progress) Apply(e message.Event) error {
+	// A failure that follows a failure is the give-up of the same attempt,
+	// whose failure is already counted.
+	giveUp := p.Message.State == message.StateFailed
 	if err := p.Message.Evolve(e); err != nil {
 		return err
 	}
@@ -87,8 +90,10 @@ func (p *Progress) Apply(e message.Event) error {
 			h[e.Channel] = true
 			p.HandedToOS = h
 		}
+	case message.ResendRequested:
+		p.NewCycle(e.At)
 	case message.Failed:
-		if e.Attempt > 0 { // attempt 0: no channel was ever tried
+		if e.Attempt > 0 && !giveUp { // attempt 0: no channel was ever tried
 			p.update(e.Channel, func(c *ChannelProgress) {
 				c.Failures++
 				c.LastFailure = e.At
@@ -127,10 +132,9 @@ func Replay(events []message.Event) (Progress, error) {
 // attempts, channel records and the last failure start over; HandedToOS is
 // kept (the notification may still be on the device's screen). Until the
 // cycle's first attempt starts, the resend is pending: Next starts it and
-// Timers lists it. It is the fold of the resend event the message domain
-// does not have yet (see Config.Resend): until it has one, the runtime calls
-// it when it decides a resend, and a Progress replayed from the ledger does
-// not know about the new cycle.
+// Timers lists it. It is the fold of message.ResendRequested (Apply calls
+// it), so a Progress replayed from the ledger knows the cycle; Config.Resend
+// calls it on a copy to decide the resend before it is recorded.
 func (p *Progress) NewCycle(at time.Time) {
 	p.Cycle++
 	p.CycleStartedAt = at

@@ -76,8 +76,9 @@ func drawPresence(t *rapid.T) policy.Presence {
 //   - a disabled, excluded, out or token-invalid channel is never chosen,
 //     and never one the background rule holds;
 //   - a Wait ends at a timer Timers lists;
-//   - the message ends, with exactly one terminal event, after which Next
-//     says None and Timers nothing;
+//   - the message ends, with exactly one terminal event in its last cycle
+//     and at most one in each earlier one (a resend may follow a final
+//     failure), after which Next says None and Timers nothing;
 //   - Progress replayed from the ledger equals the incremental one.
 func TestPropertyDeliverySimulation(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
@@ -114,7 +115,7 @@ func TestPropertyDeliverySimulation(t *testing.T) {
 
 		invalid := map[string]bool{} // the device's invalidated tokens
 		presence := policy.Presence{}
-		resent := false
+		resends := 0
 		envNow := func() policy.Env {
 			return policy.Env{Now: now, Channels: chans, Exclude: invalid, Presence: presence}
 		}
@@ -178,8 +179,8 @@ func TestPropertyDeliverySimulation(t *testing.T) {
 		carry = func(d policy.Decision, e policy.Env) {
 			check(d, e)
 			if d.Record != nil {
-				if p.Message.State == message.StateFailed {
-					t.Fatalf("give-up after a recorded failure (the message domain cannot record it): %+v", d)
+				if p.Message.State == message.StateFailed && (!d.Record.Final || d.Record.Attempt != p.Message.Attempt) {
+					t.Fatalf("after a recorded failure, a record that is not the give-up of its attempt: %+v", d)
 				}
 				do(*d.Record, now)
 			}
@@ -246,6 +247,25 @@ func TestPropertyDeliverySimulation(t *testing.T) {
 			}
 		}
 
+		// resend carries out a manual resend when the policy allows one now
+		// (the message domain records it, Apply starts the new cycle) and
+		// reports whether it did.
+		resend := func() bool {
+			e := envNow()
+			d, err := cfg.Resend(&p, e)
+			if err != nil || d.Action != policy.ActionStart {
+				return false
+			}
+			cycle := p.Cycle
+			do(message.Resend{Reason: "operator"}, now)
+			if p.Cycle != cycle+1 || !p.ResendPending() || p.Message.Terminal() {
+				t.Fatalf("after a resend: %+v", p)
+			}
+			resends++
+			carry(d, e)
+			return true
+		}
+
 		for step := 0; !p.Message.Terminal(); step++ {
 			if step > 2000 {
 				t.Fatalf("no outcome after %d steps: %+v", step, p)
@@ -265,26 +285,32 @@ func TestPropertyDeliverySimulation(t *testing.T) {
 				}
 			case 2:
 				presence = drawPresence(t)
-			case 3: // an operator resends, when the message domain can carry it out
-				e := envNow()
-				d, err := cfg.Resend(&p, e)
-				if err == nil && d.Action == policy.ActionStart && !m.Terminal() {
-					p.NewCycle(t0)
-					resent = true
-					carry(d, e)
+			case 3: // an operator resends
+				if resend() {
 					continue
 				}
 			}
 			carry(cfg.Next(&p, envNow()), envNow())
+			// An operator may resend a message that failed finally.
+			if p.Message.FinalFailure && rapid.IntRange(0, 2).Draw(t, "resend after a final failure") == 0 {
+				resend()
+			}
 		}
 
 		checkTimers()
 		if d := cfg.Next(&p, envNow()); d.Action != policy.ActionNone {
 			t.Fatalf("settled, yet Next = %+v", d)
 		}
-		terminal := 0
+		// Each cycle ends at most once, the last exactly once.
+		terminal, cycles := 0, 0
 		for _, e := range events {
 			switch e := e.(type) {
+			case message.ResendRequested:
+				cycles++
+				if terminal > 1 {
+					t.Fatalf("%d terminal events in cycle %d of %v", terminal, cycles, events)
+				}
+				terminal = 0
 			case message.Failed:
 				if e.Final {
 					terminal++
@@ -300,11 +326,13 @@ func TestPropertyDeliverySimulation(t *testing.T) {
 		if terminal != 1 {
 			t.Fatalf("%d terminal events in %v", terminal, events)
 		}
-		if !resent {
-			back, err := policy.Replay(events)
-			if err != nil || !reflect.DeepEqual(back, p) {
-				t.Fatalf("replay differs: %v\n%+v\n%+v", err, back, p)
-			}
+		if cycles != resends || p.Cycle != resends+1 {
+			t.Fatalf("%d resends, %d resend events, cycle %d", resends, cycles, p.Cycle)
+		}
+		// The resends are in the ledger: the progress replays.
+		back, err := policy.Replay(events)
+		if err != nil || !reflect.DeepEqual(back, p) {
+			t.Fatalf("replay differs: %v\n%+v\n%+v", err, back, p)
 		}
 	})
 }
