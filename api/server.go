@@ -10,7 +10,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -70,8 +69,6 @@ type Server struct {
 	log  *slog.Logger
 	e    *echo.Echo
 	reg  projections.Registry
-
-	secrets sync.Map // app id + version -> []byte
 }
 
 // New builds the API.
@@ -202,8 +199,8 @@ func (s *Server) adminAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
-// appCredentials serves the signing verifier from the app directory,
-// opening each app's sealed secret once.
+// appCredentials serves the signing verifier from the app directory and
+// the secret box (which opens each sealed secret once).
 type appCredentials struct{ s *Server }
 
 func (a appCredentials) Lookup(_ context.Context, appKey string) (signing.Credentials, error) {
@@ -211,24 +208,11 @@ func (a appCredentials) Lookup(_ context.Context, appKey string) (signing.Creden
 	if !ok {
 		return signing.Credentials{}, signing.ErrUnknownApp
 	}
-	secret, err := a.s.secret(ap.ID, ap.SecretCiphertext)
+	secret, err := a.s.deps.Box.Open(ap.SecretCiphertext, []byte(ap.ID))
 	if err != nil {
 		return signing.Credentials{}, err
 	}
 	return signing.Credentials{AppID: ap.ID, Secret: secret}, nil
-}
-
-func (s *Server) secret(appID string, sealed []byte) ([]byte, error) {
-	k := appID + "\x00" + string(sealed)
-	if v, ok := s.secrets.Load(k); ok {
-		return v.([]byte), nil
-	}
-	plain, err := s.deps.Box.Open(sealed, []byte(appID))
-	if err != nil {
-		return nil, err
-	}
-	s.secrets.Store(k, plain)
-	return plain, nil
 }
 
 func appID(c echo.Context) string {

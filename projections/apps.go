@@ -70,7 +70,7 @@ func (d *Apps) fold(evs []ledger.RecordedEvent) error {
 		old := d.byID[id]
 		var next app.App
 		if old != nil {
-			next = cloneApp(old)
+			next = *old // Evolve copies a map before changing it
 		}
 		if err := next.Evolve(e); err != nil {
 			return fmt.Errorf("%s@%d: %w", re.Stream, re.Revision, err)
@@ -79,21 +79,6 @@ func (d *Apps) fold(evs []ledger.RecordedEvent) error {
 		d.byKey[next.Key] = id
 	}
 	return nil
-}
-
-func cloneApp(a *app.App) app.App {
-	c := *a
-	if a.Blacklist != nil {
-		c.Blacklist = make(map[string]map[string]struct{}, len(a.Blacklist))
-		for k, set := range a.Blacklist {
-			s := make(map[string]struct{}, len(set))
-			for v := range set {
-				s[v] = struct{}{}
-			}
-			c.Blacklist[k] = s
-		}
-	}
-	return c
 }
 
 // ByID returns app id. The returned app must not be modified.

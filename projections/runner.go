@@ -78,20 +78,32 @@ func NewRunner(p Projection, st Store, l ledger.Store, log *slog.Logger) (*Runne
 
 func checkpointKey(name string) []byte { return []byte("cp\x00" + name) }
 
-// Checkpoint reads the projection's stored checkpoint (0 if none).
-func (r *Runner) Checkpoint() (uint64, error) {
-	v, err := r.store.Get(checkpointKey(r.p.Name()))
+// LoadCheckpoint reads the checkpoint named name from st (0 if none). Every
+// ledger follower that keeps its position in a Store (projections, sagas)
+// stores it this way.
+func LoadCheckpoint(st Store, name string) (uint64, error) {
+	v, err := st.Get(checkpointKey(name))
 	if errors.Is(err, ErrNotFound) {
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("projection %s: checkpoint: %w", r.p.Name(), err)
+		return 0, fmt.Errorf("checkpoint %s: %w", name, err)
 	}
 	if len(v) != 8 {
-		return 0, fmt.Errorf("projection %s: corrupt checkpoint", r.p.Name())
+		return 0, fmt.Errorf("checkpoint %s: corrupt", name)
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
+
+// SetCheckpoint writes the checkpoint named name in w's batch.
+func SetCheckpoint(w Writer, name string, pos uint64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], pos)
+	return w.Set(checkpointKey(name), b[:])
+}
+
+// Checkpoint reads the projection's stored checkpoint (0 if none).
+func (r *Runner) Checkpoint() (uint64, error) { return LoadCheckpoint(r.store, r.p.Name()) }
 
 // Position is the position of the last event folded (or skipped by the
 // filter up to the last batch).
@@ -178,9 +190,7 @@ func (r *Runner) commit(evs []ledger.RecordedEvent, pos uint64) error {
 		if err := r.p.Apply(w, evs); err != nil {
 			return err
 		}
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], pos)
-		return w.Set(checkpointKey(r.p.Name()), b[:])
+		return SetCheckpoint(w, r.p.Name(), pos)
 	})
 	if err != nil {
 		return fmt.Errorf("projection %s at %d: %w", r.p.Name(), pos, err)

@@ -6,7 +6,6 @@ package sagas
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,33 +81,15 @@ func NewDispatcher(cfg DispatchConfig, l ledger.Store, cmd *commands.Handler, ap
 	return &Dispatcher{cfg: cfg, ledger: l, cmd: cmd, apps: apps, secrets: secrets, channels: m, store: store}, nil
 }
 
-var dispatchCheckpoint = []byte("cp\x00dispatcher")
-
-func (d *Dispatcher) checkpoint() (uint64, error) {
-	v, err := d.store.Get(dispatchCheckpoint)
-	if errors.Is(err, projections.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil || len(v) != 8 {
-		return 0, errors.Join(err, errors.New("sagas: corrupt dispatcher checkpoint"))
-	}
-	return binary.BigEndian.Uint64(v), nil
-}
-
-func (d *Dispatcher) saveCheckpoint(pos uint64) error {
-	return d.store.Update(func(w projections.Writer) error {
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], pos)
-		return w.Set(dispatchCheckpoint, b[:])
-	})
-}
+// dispatchCheckpoint names the dispatcher's checkpoint in the store.
+const dispatchCheckpoint = "dispatcher"
 
 // Run dispatches until ctx ends. Each batch of accepted messages is sent
 // concurrently; the checkpoint moves past a batch once all of it is decided.
 // After a crash a batch is seen again: messages already past "accepted" are
 // skipped by the expected-revision append.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	from, err := d.checkpoint()
+	from, err := projections.LoadCheckpoint(d.store, dispatchCheckpoint)
 	if err != nil {
 		return err
 	}
@@ -141,7 +122,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err := d.saveCheckpoint(evs[len(evs)-1].Position); err != nil {
+		last := evs[len(evs)-1].Position
+		if err := d.store.Update(func(w projections.Writer) error { return projections.SetCheckpoint(w, dispatchCheckpoint, last) }); err != nil {
 			return err
 		}
 	}

@@ -12,13 +12,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // ErrOpen: the ciphertext was not sealed under this key, or was altered.
 var ErrOpen = errors.New("secretbox: cannot open: wrong key or corrupted")
 
-// Box seals and opens secrets.
-type Box struct{ aead cipher.AEAD }
+// Box seals and opens secrets. It remembers what it opened, so a secret
+// used on every request or send is decrypted once per process.
+type Box struct {
+	aead   cipher.AEAD
+	opened sync.Map // associated + "\x00" + sealed -> plain
+}
 
 // New returns a Box for a 32-byte key.
 func New(key []byte) (*Box, error) {
@@ -64,8 +69,22 @@ func (b *Box) Seal(plain, associated []byte) []byte {
 	return b.aead.Seal(nonce, nonce, plain, associated)
 }
 
-// Open decrypts what Seal produced with the same associated data.
+// Open decrypts what Seal produced with the same associated data. The
+// returned slice is shared by every caller: do not modify it.
 func (b *Box) Open(sealed, associated []byte) ([]byte, error) {
+	k := string(associated) + "\x00" + string(sealed)
+	if v, ok := b.opened.Load(k); ok {
+		return v.([]byte), nil
+	}
+	plain, err := b.open(sealed, associated)
+	if err != nil {
+		return nil, err
+	}
+	b.opened.Store(k, plain)
+	return plain, nil
+}
+
+func (b *Box) open(sealed, associated []byte) ([]byte, error) {
 	n := b.aead.NonceSize()
 	if len(sealed) < n+b.aead.Overhead() {
 		return nil, ErrOpen
