@@ -111,28 +111,29 @@ func (s *Server) getApp(c echo.Context) error {
 	return c.JSON(http.StatusOK, viewApp(a))
 }
 
-// appCommand runs cmd on the app in the path and answers with its view.
-func (s *Server) appCommand(c echo.Context, cmd app.Command) error {
+// appCommand runs cmds, in order, on the app in the path, waits until the
+// app directory shows them, and answers with the app's view.
+func (s *Server) appCommand(c echo.Context, cmds ...app.Command) error {
 	ctx := c.Request().Context()
 	id := c.Param("id")
-	if _, ok := s.deps.Apps.ByID(id); !ok {
+	cur, ok := s.deps.Apps.ByID(id)
+	if !ok {
 		return problem(http.StatusNotFound, SlugNotFound, "Not found", "no such app")
 	}
-	a, res, err := s.deps.Commands.App(ctx, id, cmd)
-	if err != nil {
-		return err
-	}
-	if err := waitApps(c, s, res); err != nil {
-		return err
+	a := *cur
+	for _, cmd := range cmds {
+		var res commands.Result
+		var err error
+		if a, res, err = s.deps.Commands.App(ctx, id, cmd); err != nil {
+			return err
+		}
+		if res.Position > 0 {
+			if err := s.deps.Apps.WaitFor(ctx, res.Position); err != nil {
+				return err
+			}
+		}
 	}
 	return c.JSON(http.StatusOK, viewApp(&a))
-}
-
-func waitApps(c echo.Context, s *Server, res commands.Result) error {
-	if res.Position == 0 {
-		return nil
-	}
-	return s.deps.Apps.WaitFor(c.Request().Context(), res.Position)
 }
 
 func (s *Server) putChannel(c echo.Context) error {
@@ -164,27 +165,12 @@ func (s *Server) postBlacklist(c echo.Context) error {
 	if err := decodeStrict(body, &r); err != nil {
 		return err
 	}
+	var cmds []app.Command
 	if len(r.Add) > 0 {
-		if err := s.runApp(c, app.AddToBlacklist{Kind: r.Kind, Values: r.Add}); err != nil {
-			return err
-		}
+		cmds = append(cmds, app.AddToBlacklist{Kind: r.Kind, Values: r.Add})
 	}
 	if len(r.Remove) > 0 {
-		if err := s.runApp(c, app.RemoveFromBlacklist{Kind: r.Kind, Values: r.Remove}); err != nil {
-			return err
-		}
+		cmds = append(cmds, app.RemoveFromBlacklist{Kind: r.Kind, Values: r.Remove})
 	}
-	a, ok := s.deps.Apps.ByID(c.Param("id"))
-	if !ok {
-		return problem(http.StatusNotFound, SlugNotFound, "Not found", "no such app")
-	}
-	return c.JSON(http.StatusOK, viewApp(a))
-}
-
-func (s *Server) runApp(c echo.Context, cmd app.Command) error {
-	_, res, err := s.deps.Commands.App(c.Request().Context(), c.Param("id"), cmd)
-	if err != nil {
-		return err
-	}
-	return waitApps(c, s, res)
+	return s.appCommand(c, cmds...)
 }

@@ -29,19 +29,31 @@ func (s *Server) deviceID(c echo.Context) (string, error) {
 	return id, nil
 }
 
-// deviceCommand runs cmd, waits for the registry to show its effect and
-// answers with the device's view.
-func (s *Server) deviceCommand(c echo.Context, cmd device.Command) error {
+// runDevice runs cmds, in order, on the device in the path and waits until
+// the registry shows their effect; it returns the device id.
+func (s *Server) runDevice(c echo.Context, cmds ...device.Command) (string, error) {
 	id, err := s.deviceID(c)
 	if err != nil {
-		return err
+		return "", err
 	}
 	ctx := c.Request().Context()
-	_, res, err := s.deps.Commands.Device(ctx, appID(c), id, cmd)
-	if err != nil {
-		return err
+	var last commands.Result
+	for _, cmd := range cmds {
+		_, res, err := s.deps.Commands.Device(ctx, appID(c), id, cmd)
+		if err != nil {
+			return "", err
+		}
+		if res.Position > 0 {
+			last = res
+		}
 	}
-	if err := s.waitRegistry(ctx, res); err != nil {
+	return id, s.waitRegistry(ctx, last)
+}
+
+// deviceCommand runs cmds and answers with the device's view.
+func (s *Server) deviceCommand(c echo.Context, cmds ...device.Command) error {
+	id, err := s.runDevice(c, cmds...)
+	if err != nil {
 		return err
 	}
 	return s.writeDevice(c, id)
@@ -128,43 +140,18 @@ func (s *Server) postTags(c echo.Context) error {
 	if len(r.Add) == 0 && len(r.Remove) == 0 {
 		return problem(http.StatusUnprocessableEntity, SlugInvalidRequest, "Invalid request", "add or remove at least one tag")
 	}
-	id, err := s.deviceID(c)
-	if err != nil {
-		return err
+	var cmds []device.Command
+	if len(r.Remove) > 0 {
+		cmds = append(cmds, device.RemoveTags{Tags: r.Remove})
 	}
-	ctx := c.Request().Context()
-	var last commands.Result
-	for _, cmd := range []device.Command{device.RemoveTags{Tags: r.Remove}, device.AddTags{Tags: r.Add}} {
-		if t, ok := cmd.(device.RemoveTags); ok && len(t.Tags) == 0 {
-			continue
-		}
-		if t, ok := cmd.(device.AddTags); ok && len(t.Tags) == 0 {
-			continue
-		}
-		_, res, err := s.deps.Commands.Device(ctx, appID(c), id, cmd)
-		if err != nil {
-			return err
-		}
-		if res.Position > 0 {
-			last = res
-		}
+	if len(r.Add) > 0 {
+		cmds = append(cmds, device.AddTags{Tags: r.Add})
 	}
-	if err := s.waitRegistry(ctx, last); err != nil {
-		return err
-	}
-	return s.writeDevice(c, id)
+	return s.deviceCommand(c, cmds...)
 }
 
 func (s *Server) postLogout(c echo.Context) error {
-	id, err := s.deviceID(c)
-	if err != nil {
-		return err
-	}
-	_, res, err := s.deps.Commands.Device(c.Request().Context(), appID(c), id, device.Logout{})
-	if err != nil {
-		return err
-	}
-	if err := s.waitRegistry(c.Request().Context(), res); err != nil {
+	if _, err := s.runDevice(c, device.Logout{}); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
