@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -490,4 +491,26 @@ func TestMetricsExposePositions(t *testing.T) {
 			!strings.Contains(body, `pushledger_projection_position{projection="device-registry"} 0`) &&
 			strings.Contains(body, "pushledger_http_requests_total{")
 	})
+}
+
+// TestBodyLimits: only submissions may carry a batch-sized body.
+func TestBodyLimits(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c, _ := in.NewApp(t, "limits", "")
+	big := strings.Repeat("x", 100<<10)
+	err := c.Do(context.Background(), http.MethodPut, "/v1/devices/d1", nil, api.DeviceRequest{Platform: "android", Brand: big}, nil)
+	var p *client.Problem
+	if !errors.As(err, &p) || p.Status != http.StatusRequestEntityTooLarge || p.Slug() != "payload-too-large" {
+		t.Fatalf("100 KiB device body: %v", err)
+	}
+	register(t, c, "d1", "")
+	var batch api.BatchRequest
+	for range 100 { // ~4 KiB each: 400 KiB, far over the 64 KiB limit of other routes
+		batch.Messages = append(batch.Messages, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"d1"}},
+			Notification: &message.Notification{Title: "t", Body: strings.Repeat("b", 4000)}})
+	}
+	var out api.AcceptedResponse
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/messages", nil, batch, &out); err != nil || len(out.MessageIDs) != 100 {
+		t.Fatalf("batch of 100: %d ids, %v", len(out.MessageIDs), err)
+	}
 }
