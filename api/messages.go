@@ -106,7 +106,7 @@ func (s *Server) postMessages(c echo.Context) error {
 		return problem(http.StatusUnauthorized, SlugUnknownApp, "Unknown app", "")
 	}
 	// Validate and resolve everything first: a batch is accepted whole or not at all.
-	cmds := make([]message.Accept, len(reqs))
+	cmds := make([]prepared, len(reqs))
 	for i, r := range reqs {
 		cmd, err := s.prepare(a, r)
 		if err != nil {
@@ -126,48 +126,64 @@ func (s *Server) postMessages(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, AcceptedResponse{MessageIDs: ids})
 }
 
-// prepare validates one request and resolves its audience.
-func (s *Server) prepare(a *app.App, r MessageRequest) (message.Accept, error) {
+// prepared is a message validated, resolved and decided, ready to append.
+type prepared struct {
+	cmd message.Accept
+	evs []message.Event
+}
+
+// prepare validates one request, resolves its audience, gives it its
+// message id and decides its acceptance.
+func (s *Server) prepare(a *app.App, r MessageRequest) (prepared, error) {
 	size := len(r.Data)
 	if r.Notification != nil {
 		size += len(r.Notification.Title) + len(r.Notification.Body)
 	}
 	if size > s.cfg.MaxPayload {
-		return message.Accept{}, problem(http.StatusRequestEntityTooLarge, SlugPayloadTooLarge, "Payload too large",
+		return prepared{}, problem(http.StatusRequestEntityTooLarge, SlugPayloadTooLarge, "Payload too large",
 			fmt.Sprintf("title, body and data take %d bytes; the limit is %d", size, s.cfg.MaxPayload))
 	}
 	if len(r.Data) > 0 && !json.Valid(r.Data) {
-		return message.Accept{}, problem(http.StatusBadRequest, SlugMalformedJSON, "Malformed JSON", "data is not valid JSON")
+		return prepared{}, problem(http.StatusBadRequest, SlugMalformedJSON, "Malformed JSON", "data is not valid JSON")
 	}
 	if len(r.IdempotencyKey) > 255 {
-		return message.Accept{}, problem(http.StatusUnprocessableEntity, SlugInvalidRequest, "Invalid request", "idempotency_key is longer than 255 bytes")
+		return prepared{}, problem(http.StatusUnprocessableEntity, SlugInvalidRequest, "Invalid request", "idempotency_key is longer than 255 bytes")
 	}
 	if err := r.Audience.Validate(); err != nil {
-		return message.Accept{}, err
+		return prepared{}, err
 	}
 	if bad := blacklistedTarget(a, r.Audience); bad != "" {
-		return message.Accept{}, problem(http.StatusUnprocessableEntity, SlugBlacklisted, "Blacklisted target", bad+" is blacklisted for this app")
+		return prepared{}, problem(http.StatusUnprocessableEntity, SlugBlacklisted, "Blacklisted target", bad+" is blacklisted for this app")
 	}
 	ids, n, err := s.reg.Resolve(a.ID, r.Audience, a)
 	if err != nil {
-		return message.Accept{}, err
+		return prepared{}, err
 	}
 	if n == 0 {
-		return message.Accept{}, projections.ErrEmptyAudience
+		return prepared{}, projections.ErrEmptyAudience
 	}
 	cmd := message.Accept{
 		AppID: a.ID, Audience: r.Audience, Targets: ids, TargetCount: n, Notification: r.Notification, Data: r.Data,
 		Priority: r.Priority, CollapseID: r.CollapseID, TTL: time.Duration(r.TTL) * time.Second, SendAt: r.SendAt,
 		IdempotencyKey: r.IdempotencyKey,
 	}
-	// Run the domain's own checks now, so that a batch is rejected whole
-	// before anything of it is appended.
-	probe := cmd
-	probe.MessageID = "00000000-0000-0000-0000-000000000000"
-	if _, err := message.Decide(&message.Message{}, probe, s.cfg.Now()); err != nil {
-		return message.Accept{}, err
+	if cmd.IdempotencyKey != "" {
+		cmd.MessageID = ledger.DeterministicID("idempotency", cmd.AppID, cmd.IdempotencyKey)
+	} else {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return prepared{}, err
+		}
+		cmd.MessageID = id.String()
 	}
-	return cmd, nil
+	// The domain's own checks run now, so that a batch is rejected whole
+	// before anything of it is appended; the decided events are appended as
+	// they are.
+	evs, err := s.deps.Commands.DecideAccept(cmd)
+	if err != nil {
+		return prepared{}, err
+	}
+	return prepared{cmd: cmd, evs: evs}, nil
 }
 
 func blacklistedTarget(a *app.App, aud message.Audience) string {
@@ -197,7 +213,7 @@ const acceptWorkers = 256
 // acceptAll appends every message concurrently, so that the ledger commits
 // them in as few synced batches as it can, and returns their ids in order
 // once all are durable.
-func (s *Server) acceptAll(ctx context.Context, cmds []message.Accept) ([]string, error) {
+func (s *Server) acceptAll(ctx context.Context, cmds []prepared) ([]string, error) {
 	ids := make([]string, len(cmds))
 	if len(cmds) == 1 {
 		id, err := s.accept(ctx, cmds[0])
@@ -227,32 +243,26 @@ func (s *Server) acceptAll(ctx context.Context, cmds []message.Accept) ([]string
 	return ids, errors.Join(errs...)
 }
 
-// accept appends one message. With an idempotency key the message id is
-// derived from (app, key): a repeat within the window finds the original
-// and returns its id; after the window a new id is chained from the old.
-func (s *Server) accept(ctx context.Context, cmd message.Accept) (string, error) {
-	if cmd.IdempotencyKey == "" {
-		id, err := uuid.NewV7()
-		if err != nil {
-			return "", err
-		}
-		cmd.MessageID = id.String()
-		_, _, err = s.deps.Commands.AcceptMessage(ctx, cmd)
-		return cmd.MessageID, err
-	}
-	id := ledger.DeterministicID("idempotency", cmd.AppID, cmd.IdempotencyKey)
+// accept appends one prepared message. With an idempotency key the message
+// id is derived from (app, key): a repeat within the window finds the
+// original and returns its id; after the window a new id is chained from
+// the old and the message decided again under it.
+func (s *Server) accept(ctx context.Context, p prepared) (string, error) {
+	id := p.cmd.MessageID
+	old, _, err := s.deps.Commands.AppendAccept(ctx, id, p.evs)
 	for range 64 {
-		cmd.MessageID = id
-		old, _, err := s.deps.Commands.AcceptMessage(ctx, cmd)
-		if !errors.Is(err, commands.ErrExists) {
+		if p.cmd.IdempotencyKey == "" || !errors.Is(err, commands.ErrExists) {
 			return id, err
 		}
-		if old.AppID == cmd.AppID && old.IdempotencyKey == cmd.IdempotencyKey && s.cfg.Now().Sub(old.AcceptedAt) < s.cfg.IdempotencyWindow {
+		if old.AppID == p.cmd.AppID && old.IdempotencyKey == p.cmd.IdempotencyKey && s.cfg.Now().Sub(old.AcceptedAt) < s.cfg.IdempotencyWindow {
 			return id, nil
 		}
-		id = ledger.DeterministicID("idempotency", cmd.AppID, cmd.IdempotencyKey, id)
+		id = ledger.DeterministicID("idempotency", p.cmd.AppID, p.cmd.IdempotencyKey, id)
+		cmd := p.cmd
+		cmd.MessageID = id
+		old, _, err = s.deps.Commands.AcceptMessage(ctx, cmd)
 	}
-	return "", fmt.Errorf("idempotency key %q: too many generations", cmd.IdempotencyKey)
+	return "", fmt.Errorf("idempotency key %q: too many generations", p.cmd.IdempotencyKey)
 }
 
 // MessageEvent is one entry of a message's history.

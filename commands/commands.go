@@ -226,17 +226,29 @@ func (h *Handler) LoadApp(ctx context.Context, id string) (a app.App, ok bool, e
 // ErrExists: a message with the id was already accepted.
 var ErrExists = errors.New("commands: message exists")
 
-// AcceptMessage signs a new message in. It is the hot path of the API, so it
-// skips the load: a new message's stream must not exist (expected NoStream).
-// When it does, the existing message is returned with an error wrapping
-// ErrExists. It returns only after the ledger acknowledged the append.
+// AcceptMessage signs a new message in: DecideAccept, then AppendAccept.
 func (h *Handler) AcceptMessage(ctx context.Context, cmd message.Accept) (message.Message, Result, error) {
-	var m message.Message
-	stream := message.Stream(cmd.MessageID)
-	evs, err := message.Decide(&m, cmd, h.cfg.Now())
+	evs, err := h.DecideAccept(cmd)
 	if err != nil {
-		return m, Result{}, err
+		return message.Message{}, Result{}, err
 	}
+	return h.AppendAccept(ctx, cmd.MessageID, evs)
+}
+
+// DecideAccept decides the acceptance of a new message (no I/O), so that a
+// caller can check a whole batch before appending any of it.
+func (h *Handler) DecideAccept(cmd message.Accept) ([]message.Event, error) {
+	return message.Decide(&message.Message{}, cmd, h.cfg.Now())
+}
+
+// AppendAccept appends the acceptance events of new message id, as decided
+// by DecideAccept. It is the hot path of the API, so it skips the load: a
+// new message's stream must not exist (expected NoStream). When it does,
+// the existing message is returned with an error wrapping ErrExists. It
+// returns only after the ledger acknowledged the append.
+func (h *Handler) AppendAccept(ctx context.Context, id string, evs []message.Event) (message.Message, Result, error) {
+	var m message.Message
+	stream := message.Stream(id)
 	data, err := encode(stream, -1, evs)
 	if err != nil {
 		return m, Result{}, err
@@ -253,7 +265,7 @@ func (h *Handler) AcceptMessage(ctx context.Context, cmd message.Accept) (messag
 		if lerr != nil {
 			return old, Result{}, lerr
 		}
-		return old, Result{Revision: rev}, fmt.Errorf("%w: %s", ErrExists, cmd.MessageID)
+		return old, Result{Revision: rev}, fmt.Errorf("%w: %s", ErrExists, id)
 	}
 	if err != nil {
 		return m, Result{}, fmt.Errorf("append %s: %w", stream, err)
