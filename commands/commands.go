@@ -277,3 +277,57 @@ func (h *Handler) AppendAccept(ctx context.Context, id string, evs []message.Eve
 	}
 	return m, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
 }
+
+// ErrStale: the message moved on since the state a MessageAt caller decided
+// on (another writer appended first). Nothing was appended; the caller
+// decides again from the newer state.
+var ErrStale = errors.New("commands: state is stale")
+
+// MessageAt executes cmds, in order, on message id as it was at revision
+// rev (state m, folded by the caller from the stream up to rev), and
+// appends the resulting events at expected revision rev in one append. It
+// does not reload or retry: when the stream moved on it returns an error
+// matching ErrStale and appends nothing. This is how a saga acts on the
+// exact state it decided from: the ledger is the lock, so of two runners
+// deciding from the same revision only one can, say, start attempt n.
+// A command with nothing to do is skipped; m is not changed.
+func (h *Handler) MessageAt(ctx context.Context, id string, m *message.Message, rev int64, cmds ...message.Command) (message.Message, Result, error) {
+	s := *m
+	stream := message.Stream(id)
+	now := h.cfg.Now()
+	var evs []message.Event
+	for _, c := range cmds {
+		out, err := message.Decide(&s, c, now)
+		if err != nil {
+			return *m, Result{Revision: rev}, err
+		}
+		for _, e := range out {
+			if err := s.Evolve(e); err != nil {
+				return *m, Result{Revision: rev}, fmt.Errorf("evolve %s: %w", stream, err)
+			}
+		}
+		evs = append(evs, out...)
+	}
+	if len(evs) == 0 {
+		return s, Result{Revision: rev}, nil
+	}
+	data, err := encode(stream, rev, evs)
+	if err != nil {
+		return *m, Result{}, err
+	}
+	var expected ledger.StreamState = ledger.NoStream{}
+	if rev >= 0 {
+		expected = ledger.Revision(uint64(rev))
+	}
+	res, err := h.store.Append(ctx, stream, expected, data...)
+	if errors.Is(err, ledger.ErrWrongExpectedRevision) {
+		return *m, Result{Revision: rev}, fmt.Errorf("%w: %s: %w", ErrStale, stream, err)
+	}
+	if err != nil {
+		return *m, Result{}, fmt.Errorf("append %s: %w", stream, err)
+	}
+	return s, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
+}
+
+// Now is the handler's clock.
+func (h *Handler) Now() time.Time { return h.cfg.Now() }

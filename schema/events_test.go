@@ -297,6 +297,7 @@ func fullSamples() []event {
 		app.ChannelRemoved{Channel: "apns", At: t1},
 		app.BlacklistAdded{Kind: app.KindUser, Values: []string{"u1", "u2"}, At: t1},
 		app.BlacklistRemoved{Kind: app.KindGroup, Values: []string{"vip"}, At: t1},
+		app.PolicySet{Policy: []byte(`{"max_attempts":3}`), At: t1},
 	}
 }
 

@@ -4,14 +4,18 @@
 package app
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/pushledger/pushledger/domain/event"
 	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/pushledger/pushledger/domain/event"
 )
 
 // Persisted event type names (see schema/events/). Never change one.
@@ -21,11 +25,12 @@ const (
 	TypeChannelRemoved    = "app.channel_removed.v1"
 	TypeBlacklistAdded    = "app.blacklist_added.v1"
 	TypeBlacklistRemoved  = "app.blacklist_removed.v1"
+	TypePolicySet         = "app.delivery_policy_set.v1"
 )
 
 // EventTypes lists every persisted app event type.
 func EventTypes() []string {
-	return []string{TypeCreated, TypeChannelConfigured, TypeChannelRemoved, TypeBlacklistAdded, TypeBlacklistRemoved}
+	return []string{TypeCreated, TypeChannelConfigured, TypeChannelRemoved, TypeBlacklistAdded, TypeBlacklistRemoved, TypePolicySet}
 }
 
 // StreamPrefix is the ledger stream category of apps.
@@ -87,6 +92,16 @@ type BlacklistRemoved struct {
 	At     time.Time `json:"at"`
 }
 
+// PolicySet records the app's delivery policy (retries, ack windows,
+// failover): a JSON object read onto the platform's defaults by the delivery
+// sagas (domain/policy.Config), or null to go back to the defaults. The app
+// domain keeps it opaque; whoever sets it validates it first.
+type PolicySet struct {
+	Policy json.RawMessage `json:"policy"`
+	At     time.Time       `json:"at"`
+}
+
+func (PolicySet) EventType() string         { return TypePolicySet }
 func (Created) EventType() string           { return TypeCreated }
 func (ChannelConfigured) EventType() string { return TypeChannelConfigured }
 func (ChannelRemoved) EventType() string    { return TypeChannelRemoved }
@@ -108,6 +123,8 @@ func Decode(eventType string, data []byte) (Event, error) {
 		e, err = event.Decode[BlacklistAdded](data)
 	case TypeBlacklistRemoved:
 		e, err = event.Decode[BlacklistRemoved](data)
+	case TypePolicySet:
+		e, err = event.Decode[PolicySet](data)
 	default:
 		return nil, fmt.Errorf("app: unknown event type %q", eventType)
 	}
@@ -125,8 +142,11 @@ type App struct {
 	SecretCiphertext []byte
 	Channels         map[string]ChannelConfig
 	Blacklist        map[string]map[string]struct{} // kind -> values
-	CreatedAt        time.Time
-	Version          int
+	// Policy is the app's delivery policy as set (PolicySet), nil for the
+	// platform's defaults.
+	Policy    json.RawMessage
+	CreatedAt time.Time
+	Version   int
 }
 
 // Blacklisted reports whether value of kind is blacklisted.
@@ -185,6 +205,8 @@ func (a *App) Evolve(e Event) error {
 			set[v] = struct{}{}
 		}
 		a.setBlacklist(e.Kind, set)
+	case PolicySet:
+		a.Policy = e.Policy
 	case BlacklistRemoved:
 		if set, ok := a.Blacklist[e.Kind]; ok {
 			set = maps.Clone(set)
@@ -228,11 +250,20 @@ type RemoveFromBlacklist struct {
 	Values []string
 }
 
+// SetPolicy sets the app's delivery policy: a JSON object, validated by the
+// caller, or empty (or null) for the platform's defaults. At most
+// MaxPolicySize bytes.
+type SetPolicy struct{ Policy json.RawMessage }
+
+// MaxPolicySize bounds a delivery policy's JSON.
+const MaxPolicySize = 16 << 10
+
 func (Create) commandName() string              { return "create" }
 func (ConfigureChannel) commandName() string    { return "configure channel" }
 func (RemoveChannel) commandName() string       { return "remove channel" }
 func (AddToBlacklist) commandName() string      { return "add to blacklist" }
 func (RemoveFromBlacklist) commandName() string { return "remove from blacklist" }
+func (SetPolicy) commandName() string           { return "set policy" }
 
 // Decide returns the events command c produces on a at time now.
 func Decide(a *App, c Command, now time.Time) ([]Event, error) {
@@ -297,6 +328,15 @@ func Decide(a *App, c Command, now time.Time) ([]Event, error) {
 			return nil, nil
 		}
 		return []Event{BlacklistRemoved{Kind: c.Kind, Values: vals, At: now}}, nil
+	case SetPolicy:
+		pol, err := policyJSON(c.Policy)
+		if err != nil {
+			return nil, err
+		}
+		if bytes.Equal(pol, a.Policy) {
+			return nil, nil
+		}
+		return []Event{PolicySet{Policy: pol, At: now}}, nil
 	}
 	return nil, fmt.Errorf("%w: unknown command %T", ErrInvalid, c)
 }
@@ -324,6 +364,26 @@ func validText(c Command) bool {
 		return event.ValidUTF8(c.Kind) && event.ValidUTF8(c.Values...)
 	}
 	return true
+}
+
+// policyJSON returns a policy in its stored form: compact JSON of an
+// object, or nil for the defaults.
+func policyJSON(p json.RawMessage) (json.RawMessage, error) {
+	p = bytes.TrimSpace(p)
+	if len(p) == 0 || string(p) == "null" {
+		return nil, nil
+	}
+	if len(p) > MaxPolicySize {
+		return nil, fmt.Errorf("%w: policy over %d bytes", ErrInvalid, MaxPolicySize)
+	}
+	if p[0] != '{' || !json.Valid(p) || !utf8.Valid(p) {
+		return nil, fmt.Errorf("%w: policy must be a JSON object", ErrInvalid)
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, p); err != nil {
+		return nil, fmt.Errorf("%w: policy: %w", ErrInvalid, err)
+	}
+	return b.Bytes(), nil
 }
 
 func blacklistValues(kind string, values []string) ([]string, error) {

@@ -318,6 +318,7 @@ func sampleEvents() []app.Event {
 		app.ChannelRemoved{Channel: "apns", At: now},
 		blacklisted,
 		app.BlacklistRemoved{Kind: app.KindGroup, Values: []string{"vip"}, At: now.Add(time.Nanosecond)},
+		app.PolicySet{Policy: json.RawMessage(`{"max_attempts":3}`), At: now},
 	}
 }
 

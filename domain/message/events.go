@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/pushledger/pushledger/domain/event"
+	"strings"
 	"time"
 )
 
@@ -36,6 +37,16 @@ const StreamPrefix = "message-"
 
 // Stream names the ledger stream of message id.
 func Stream(id string) string { return StreamPrefix + id }
+
+// IDFromStream returns the message id of a message stream's name, or ""
+// when stream is not one.
+func IDFromStream(stream string) string {
+	id, ok := strings.CutPrefix(stream, StreamPrefix)
+	if !ok {
+		return ""
+	}
+	return id
+}
 
 // Event is a message event.
 type Event interface{ EventType() string }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -194,4 +196,23 @@ func joinProblems(errs []error) error {
 		return nil
 	}
 	return errors.Join(errs...)
+}
+
+// Parse reads a policy's JSON onto base (fields the JSON leaves out keep
+// base's values; a channel entry replaces that channel's policy whole) and
+// validates the result. Unknown fields are errors.
+func Parse(data []byte, base Config) (Config, error) {
+	c := base.Clone()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return base, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if dec.More() {
+		return base, fmt.Errorf("%w: data after the JSON object", ErrInvalidConfig)
+	}
+	if err := c.Validate(); err != nil {
+		return base, err
+	}
+	return c, nil
 }

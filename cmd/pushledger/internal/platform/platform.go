@@ -27,6 +27,7 @@ import (
 	"github.com/pushledger/pushledger/adapters/secretbox"
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/sagas"
 )
@@ -49,6 +50,13 @@ type Config struct {
 	// (role "api" only), e.g. to measure accepts alone or to split roles
 	// across processes. Default false: every role.
 	NoDispatcher bool
+	// Runners is the number of delivery saga runners (goroutines sharing the
+	// message partitions by lease). Default 1.
+	Runners int
+	// Policy returns the platform's default delivery policy (apps' own
+	// policies are read onto it). Called per decision, so a reloaded
+	// configuration applies at once. Default policy.DefaultConfig.
+	Policy func() policy.Config
 	// Now is the clock of commands, signatures and nonces. Default time.Now.
 	Now func() time.Time
 	// Logger, default slog.Default().
@@ -65,7 +73,7 @@ type Platform struct {
 	Apps       *projections.Apps
 	Devices    *projections.Runner
 	Messages   *projections.Runner
-	Dispatcher *sagas.Dispatcher
+	Runners    []*sagas.Runner
 	API        *api.Server
 	AdminToken string
 }
@@ -124,15 +132,30 @@ func Open(cfg Config) (*Platform, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if p.Dispatcher, err = sagas.NewDispatcher(sagas.DispatchConfig{Logger: cfg.Logger}, p.Ledger, p.Commands, p.Apps, box, p.State, wh); err != nil {
-		return fail(err)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	alerts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pushledger_delivery_alerts_total", Help: "Messages that failed finally with an alert, by reason.",
+	}, []string{"reason"})
+	reg.MustRegister(alerts)
+	leases := sagas.NewMemoryLeases(cfg.Now)
+	for i := range max(cfg.Runners, 1) {
+		r, err := sagas.NewRunner(sagas.Config{
+			Owner: fmt.Sprintf("runner-%d", i), Policy: cfg.Policy, Now: cfg.Now, Logger: cfg.Logger,
+			OnAlert: func(a sagas.Alert) {
+				alerts.WithLabelValues(a.Reason).Inc()
+				cfg.Logger.Warn("delivery alert", "message", a.MessageID, "app", a.AppID, "attempt", a.Attempt, "reason", a.Reason)
+			},
+		}, p.Ledger, p.Commands, p.Apps, box, p.State, leases, wh)
+		if err != nil {
+			return fail(err)
+		}
+		p.Runners = append(p.Runners, r)
 	}
 	nonces, err := pebblekv.NewNonces(p.State, cfg.Now)
 	if err != nil {
 		return fail(err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	p.registerPositions(reg)
 	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Registerer: reg}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
@@ -161,6 +184,25 @@ func (p *Platform) registerPositions(reg prometheus.Registerer) {
 			ConstLabels: prometheus.Labels{"projection": name},
 		}, func() float64 { return float64(r.Position()) }))
 	}
+	sum := func(f func(sagas.Stats) float64) func() float64 {
+		return func() float64 {
+			t := 0.0
+			for _, r := range p.Runners {
+				t += f(r.Stats())
+			}
+			return t
+		}
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushledger_saga_timers", Help: "Durable delivery timers held in memory by this node's runners."},
+			sum(func(s sagas.Stats) float64 { return float64(s.Timers) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushledger_saga_decisions_total", Help: "Delivery decisions made."},
+			sum(func(s sagas.Stats) float64 { return float64(s.Decisions) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushledger_saga_timers_fired_total", Help: "Delivery timers fired."},
+			sum(func(s sagas.Stats) float64 { return float64(s.Fired) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushledger_saga_sends_total", Help: "Channel sends started."},
+			sum(func(s sagas.Stats) float64 { return float64(s.Sends) })),
+	)
 }
 
 // fileSecret returns v, or the content of path, or a new random value
@@ -220,7 +262,9 @@ func (p *Platform) Run(ctx context.Context, ln net.Listener) error {
 		return err
 	}
 	if !p.cfg.NoDispatcher {
-		start("dispatcher", p.Dispatcher.Run)
+		for i, r := range p.Runners {
+			start(fmt.Sprintf("delivery runner %d", i), r.Run)
+		}
 	}
 	// Timeouts bound what a slow or idle client can hold: a 1,000-message
 	// batch is read well within ReadTimeout on any working link.

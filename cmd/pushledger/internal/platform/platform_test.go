@@ -177,13 +177,49 @@ func TestEndToEndWebhook(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 
-	// A failing receiver: the message fails with the HTTP status as reason.
+	// A failing receiver: the attempt fails with the HTTP status as reason
+	// and is retried (with the same message id) until the receiver
+	// recovers.
 	rcv.status.Store(http.StatusServiceUnavailable)
 	id2 := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"phone-1"}}, Notification: &message.Notification{Title: "x"}})
-	platformtest.Eventually(t, 10*time.Second, "message failed", func() bool { return status(t, c, id2).State == message.StateFailed })
+	platformtest.Eventually(t, 10*time.Second, "two failed attempts", func() bool {
+		st := status(t, c, id2)
+		return st.Channels["webhook"] != nil && st.Channels["webhook"].Failed >= 2
+	})
+	rcv.status.Store(http.StatusOK)
+	platformtest.Eventually(t, 10*time.Second, "sent after retries", func() bool { return status(t, c, id2).State == message.StateSent })
 	st2 := status(t, c, id2)
-	if st2.LastError != "http_503" || !st2.FinalFailure || st2.Channels["webhook"].Failed != 1 {
-		t.Errorf("failed status %+v", st2)
+	if st2.Attempt < 3 || st2.Channels["webhook"].Sent != 1 {
+		t.Errorf("retried status %+v", st2)
+	}
+	for _, e := range history(t, c, id2) {
+		if e.Type == message.TypeFailed && !strings.Contains(string(e.Data), `"reason":"http_503"`) {
+			t.Errorf("failed event %s", e.Data)
+		}
+	}
+	rcv.mu.Lock()
+	for _, p := range rcv.got[1:] {
+		if p.MessageID != id2 {
+			t.Errorf("a retry carried message id %s, want %s", p.MessageID, id2)
+		}
+	}
+	rcv.mu.Unlock()
+
+	// A permanent refusal fails the message finally, with the status.
+	rcv.status.Store(http.StatusBadRequest)
+	id3 := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"phone-1"}}, Notification: &message.Notification{Title: "x"}})
+	platformtest.Eventually(t, 10*time.Second, "message failed", func() bool { return status(t, c, id3).State == message.StateFailed })
+	st3 := status(t, c, id3)
+	if st3.LastError != "http_400" || !st3.FinalFailure || st3.Channels["webhook"].Failed != 1 {
+		t.Errorf("failed status %+v", st3)
+	}
+	if got := types(history(t, c, id3)); strings.Join(got, ",") != strings.Join([]string{message.TypeAccepted, message.TypeSending, message.TypeFailed}, ",") {
+		t.Errorf("permanent failure history %v", got)
+	}
+	// With no other channel to fail over to, operators are alerted: the
+	// final failed event says why.
+	if h := history(t, c, id3); !strings.Contains(string(h[len(h)-1].Data), `"alert":"no_channel"`) {
+		t.Errorf("final failure without alert: %s", h[len(h)-1].Data)
 	}
 	// The listing sees both, newest first, and filters by status.
 	var list struct {
@@ -193,7 +229,7 @@ func TestEndToEndWebhook(t *testing.T) {
 		if err := c.Do(context.Background(), http.MethodGet, "/v1/messages", map[string][]string{"status": {"failed"}}, nil, &list); err != nil {
 			t.Fatal(err)
 		}
-		return len(list.Messages) == 1 && list.Messages[0].ID == id2
+		return len(list.Messages) == 1 && list.Messages[0].ID == id3
 	})
 }
 

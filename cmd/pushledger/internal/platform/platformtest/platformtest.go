@@ -4,6 +4,7 @@ package platformtest
 
 import (
 	"context"
+	"github.com/pushledger/pushledger/domain/policy"
 	"io"
 	"log/slog"
 	"net"
@@ -34,6 +35,22 @@ func Start(t testing.TB, dir string) *Instance {
 	return StartWith(t, platform.Config{DataDir: dir})
 }
 
+// FastPolicy is the default delivery policy with every retry backoff
+// shortened to 20 ms doubling up to 200 ms, so that tests see retries and
+// failovers at once.
+func FastPolicy() policy.Config {
+	c := policy.DefaultConfig()
+	fast := func(p policy.ChannelPolicy) policy.ChannelPolicy {
+		p.Retry.Initial, p.Retry.Max, p.Retry.MinThrottled = 20*time.Millisecond, 200*time.Millisecond, 0
+		return p
+	}
+	c.Default = fast(c.Default)
+	for name, p := range c.Channels {
+		c.Channels[name] = fast(p)
+	}
+	return c
+}
+
 // StartWith is Start with a configuration (DataDir t.TempDir() when empty,
 // logs discarded when no Logger, webhook timeout 5 s when unset).
 func StartWith(t testing.TB, cfg platform.Config) *Instance {
@@ -46,6 +63,9 @@ func StartWith(t testing.TB, cfg platform.Config) *Instance {
 	}
 	if cfg.WebhookTimeout == 0 {
 		cfg.WebhookTimeout = 5 * time.Second
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = FastPolicy
 	}
 	dir := cfg.DataDir
 	p, err := platform.Open(cfg)

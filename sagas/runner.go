@@ -1,0 +1,950 @@
+// Package sagas holds pushledger's process managers: ledger-driven loops
+// that decide what happens after each transition of a message and record
+// every decision in the ledger. The decisions are the domain's
+// (domain/policy); this package owns the runtime: the subscription and its
+// checkpoints, the durable timers, the partition leases, the sends.
+package sagas
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushledger/pushledger/adapters/channels"
+	"github.com/pushledger/pushledger/adapters/ledger"
+	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/domain/app"
+	"github.com/pushledger/pushledger/domain/device"
+	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/policy"
+	"github.com/pushledger/pushledger/projections"
+)
+
+// Apps gives the runner an app's channels, policy and secret.
+type Apps interface {
+	ByID(id string) (*app.App, bool)
+	WaitFor(ctx context.Context, pos uint64) error
+}
+
+// Secrets opens an app's sealed secret.
+type Secrets interface {
+	Open(sealed, associated []byte) ([]byte, error)
+}
+
+// Alert is a message that failed finally in a way operators should hear
+// of (attempts exhausted, no channel left). The ledger holds it too: the
+// final failed event's alert field.
+type Alert struct {
+	MessageID, AppID string
+	Attempt          int
+	Reason           string
+	At               time.Time
+}
+
+// Config of a Runner.
+type Config struct {
+	// Owner names the runner in the lease table; unique among the runners
+	// sharing it. Default: random.
+	Owner string
+	// Partitions splits the messages among runners (by a hash of the
+	// message id). Every runner sharing a store must use the same number.
+	// Default 64.
+	Partitions int
+	// Concurrency bounds the decisions made at once. Default 32.
+	Concurrency int
+	// Senders bounds the channel sends in flight. Default 64.
+	Senders int
+	// SendTimeout bounds one channel send. It must stay below every
+	// policy's attempt timeout. Default 15 s.
+	SendTimeout time.Duration
+	// LeaseTTL is how long a partition lease lasts; it is renewed every
+	// third of it. Default 10 s.
+	LeaseTTL time.Duration
+	// Policy returns the platform's default delivery policy, onto which an
+	// app's own policy is read. It is called for every decision, so a
+	// reloaded configuration applies at once. Default policy.DefaultConfig.
+	Policy func() policy.Config
+	// OnAlert is called for every alert. Default: a warning in the log.
+	OnAlert func(Alert)
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// Logger, default slog.Default().
+	Logger *slog.Logger
+}
+
+// Runner is the delivery saga's runtime. It follows the message streams of
+// the partitions it holds a lease on and, after every transition and when
+// every timer fires, asks the app's policy what to do (policy.Config.Next)
+// and does it: it records the decision in the ledger at the expected
+// revision it decided from, starts attempts and hands them to channels,
+// records their results, and keeps one durable wake-up time per open
+// message (retry, ack timeout, attempt timeout, send time, expiry).
+//
+// Crash safety: the ledger is the state; a partition's wake-up times are
+// written with its checkpoint, and everything after the checkpoint is
+// decided again at start, so after any restart every message that is not
+// settled resumes where it was. An attempt is sent only by the runner whose
+// "sending" event was appended at the expected revision: two runners can
+// never both send attempt n. A runner that dies between that event and the
+// channel's answer leaves the attempt "sending" until the policy's attempt
+// timeout retries it.
+type Runner struct {
+	cfg      Config
+	ledger   ledger.Store
+	cmd      *commands.Handler
+	apps     Apps
+	secrets  Secrets
+	store    projections.Store
+	leases   Leases
+	channels map[string]channels.Channel
+	rates    *rates
+	policies sync.Map // app id -> cachedPolicy
+
+	mu      sync.Mutex
+	owned   map[int]uint64 // partition -> checkpoint
+	timers  *timerQueue
+	nudge   chan struct{}
+	changed chan struct{}
+
+	stripes [512]sync.Mutex
+	sendSem chan struct{}
+	pending atomic.Int64
+	room    chan struct{}
+
+	decisions, fired, sends atomic.Int64
+}
+
+// NewRunner returns a runner over the given channels (by Name()). Its
+// checkpoints and durable timers live in store; leases share the
+// partitions with other runners (NewMemoryLeases for runners in one
+// process).
+func NewRunner(cfg Config, l ledger.Store, cmd *commands.Handler, apps Apps, secrets Secrets, store projections.Store, leases Leases, chans ...channels.Channel) (*Runner, error) {
+	if l == nil || cmd == nil || apps == nil || secrets == nil || store == nil || leases == nil {
+		return nil, errors.New("sagas: runner needs a ledger, commands, apps, secrets, a store and leases")
+	}
+	if cfg.Owner == "" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		cfg.Owner = "runner-" + hex.EncodeToString(b)
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 64
+	}
+	if cfg.Partitions > 4096 {
+		return nil, errors.New("sagas: at most 4096 partitions")
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 32
+	}
+	if cfg.Senders <= 0 {
+		cfg.Senders = 64
+	}
+	if cfg.SendTimeout <= 0 {
+		cfg.SendTimeout = 15 * time.Second
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 10 * time.Second
+	}
+	if cfg.Policy == nil {
+		cfg.Policy = policy.DefaultConfig
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.OnAlert == nil {
+		log := cfg.Logger
+		cfg.OnAlert = func(a Alert) {
+			log.Warn("delivery alert", "message", a.MessageID, "app", a.AppID, "attempt", a.Attempt, "reason", a.Reason)
+		}
+	}
+	m := map[string]channels.Channel{}
+	for _, c := range chans {
+		m[c.Name()] = c
+	}
+	return &Runner{
+		cfg: cfg, ledger: l, cmd: cmd, apps: apps, secrets: secrets, store: store, leases: leases, channels: m,
+		rates: newRates(), owned: map[int]uint64{}, timers: newTimerQueue(),
+		nudge: make(chan struct{}, 1), changed: make(chan struct{}, 1),
+		sendSem: make(chan struct{}, cfg.Senders), room: make(chan struct{}, 1),
+	}, nil
+}
+
+// Stats are a runner's counters.
+type Stats struct {
+	// Partitions held and Timers held now.
+	Partitions, Timers int
+	// Decisions made, Fired timers and Sends started since start.
+	Decisions, Fired, Sends int64
+	// Checkpoint is the lowest checkpoint among the partitions held.
+	Checkpoint uint64
+}
+
+// Stats returns the runner's counters.
+func (r *Runner) Stats() Stats {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := Stats{Partitions: len(r.owned), Timers: r.timers.Len(), Decisions: r.decisions.Load(), Fired: r.fired.Load(), Sends: r.sends.Load()}
+	first := true
+	for _, cp := range r.owned {
+		if first || cp < s.Checkpoint {
+			s.Checkpoint, first = cp, false
+		}
+	}
+	return s
+}
+
+// Run works until ctx ends, then releases its leases. Sends in flight are
+// abandoned (their attempts time out and are retried).
+func (r *Runner) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := r.rebalance(ctx); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	for _, loop := range []func(context.Context) error{r.leaseLoop, r.timerLoop, r.followLoop} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := loop(ctx); err != nil && ctx.Err() == nil {
+				errc <- err
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel() // stop the other loops
+	wg.Wait()
+	r.mu.Lock()
+	parts := make([]int, 0, len(r.owned))
+	for p := range r.owned {
+		parts = append(parts, p)
+	}
+	r.mu.Unlock()
+	for _, p := range parts {
+		_ = r.leases.Release(context.WithoutCancel(ctx), p, r.cfg.Owner)
+	}
+	return err
+}
+
+// leaseLoop renews and rebalances the leases every third of their TTL.
+func (r *Runner) leaseLoop(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := r.rebalance(ctx); err != nil {
+			r.cfg.Logger.Error("sagas: leases", "owner", r.cfg.Owner, "err", err)
+		}
+	}
+}
+
+// rebalance renews the leases held and takes or gives up partitions so
+// that each live runner holds its fair share.
+func (r *Runner) rebalance(ctx context.Context) error {
+	r.mu.Lock()
+	held := make([]int, 0, len(r.owned))
+	for p := range r.owned {
+		held = append(held, p)
+	}
+	r.mu.Unlock()
+	slices.Sort(held)
+	for _, p := range held {
+		ok, err := r.leases.Acquire(ctx, p, r.cfg.Owner, r.cfg.LeaseTTL)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			r.drop(p)
+		}
+	}
+	owners, err := r.leases.Owners(ctx)
+	if err != nil {
+		return err
+	}
+	owners = max(owners, 1)
+	share := (r.cfg.Partitions + owners - 1) / owners
+	r.mu.Lock()
+	n := len(r.owned)
+	r.mu.Unlock()
+	for i := len(held) - 1; n > share && i >= 0; i-- {
+		if err := r.leases.Release(ctx, held[i], r.cfg.Owner); err != nil {
+			return err
+		}
+		r.drop(held[i])
+		n--
+	}
+	for p := 0; p < r.cfg.Partitions && n < share; p++ {
+		if r.holds(p) {
+			continue
+		}
+		ok, err := r.leases.Acquire(ctx, p, r.cfg.Owner, r.cfg.LeaseTTL)
+		if err != nil {
+			return err
+		}
+		if ok {
+			if err := r.adopt(p); err != nil {
+				_ = r.leases.Release(ctx, p, r.cfg.Owner)
+				return err
+			}
+			n++
+		}
+	}
+	return nil
+}
+
+func (r *Runner) holds(p int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.owned[p]
+	return ok
+}
+
+// adopt starts work on partition p: its checkpoint and durable timers.
+func (r *Runner) adopt(p int) error {
+	cp, err := projections.LoadCheckpoint(r.store, checkpointName(p))
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := loadWakes(r.store, p, func(id string, at time.Time) { r.timers.Set(id, at) }); err != nil {
+		return err
+	}
+	r.owned[p] = cp
+	r.signal(r.changed)
+	r.signal(r.nudge)
+	return nil
+}
+
+// drop stops work on partition p.
+func (r *Runner) drop(p int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.owned[p]; !ok {
+		return
+	}
+	delete(r.owned, p)
+	var ids []string
+	for _, e := range r.timers.h.items {
+		if partitionOf(e.id, r.cfg.Partitions) == p {
+			ids = append(ids, e.id)
+		}
+	}
+	for _, id := range ids {
+		r.timers.Remove(id)
+	}
+	r.signal(r.changed)
+}
+
+func (r *Runner) signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) ownsMessage(id string) bool {
+	return r.holds(partitionOf(id, r.cfg.Partitions))
+}
+
+// followLoop follows the message streams from the lowest checkpoint of the
+// partitions held, starting over when they change.
+func (r *Runner) followLoop(ctx context.Context) error {
+	for ctx.Err() == nil {
+		r.mu.Lock()
+		var from uint64
+		first := true
+		for _, cp := range r.owned {
+			if first || cp < from {
+				from, first = cp, false
+			}
+		}
+		r.mu.Unlock()
+		if first { // nothing held
+			select {
+			case <-ctx.Done():
+			case <-r.changed:
+			}
+			continue
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-r.changed:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		err := r.follow(sctx, from)
+		cancel()
+		if err != nil && sctx.Err() == nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Runner) follow(ctx context.Context, from uint64) error {
+	sub, err := r.ledger.Subscribe(ctx, from, ledger.Filter{StreamPrefixes: []string{message.StreamPrefix}})
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	for {
+		evs, err := sub.Recv(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("sagas: %w", err)
+		}
+		if err := r.handleBatch(ctx, evs); err != nil {
+			return err
+		}
+	}
+}
+
+// handleBatch decides, once each, about the messages of the batch in the
+// partitions held, then writes their wake-up times and moves every held
+// partition's checkpoint past the batch.
+func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	if err := r.waitForRoom(ctx); err != nil {
+		return nil
+	}
+	r.mu.Lock()
+	cps := make(map[int]uint64, len(r.owned))
+	for p, cp := range r.owned {
+		cps[p] = cp
+	}
+	r.mu.Unlock()
+	seen := map[string]bool{}
+	var ids []string
+	for _, re := range evs {
+		id := message.IDFromStream(re.Stream)
+		cp, ok := cps[partitionOf(id, r.cfg.Partitions)]
+		if id == "" || !ok || re.Position <= cp || seen[id] {
+			continue
+		}
+		seen[id] = true
+		ids = append(ids, id)
+	}
+	ops, err := r.decideAll(ctx, ids)
+	if err != nil {
+		return err
+	}
+	last := evs[len(evs)-1].Position
+	err = r.store.Update(func(w projections.Writer) error {
+		if err := writeWakes(w, r.cfg.Partitions, ops); err != nil {
+			return err
+		}
+		for p, cp := range cps {
+			if last > cp {
+				if err := projections.SetCheckpoint(w, checkpointName(p), last); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	for p := range cps {
+		if cp, ok := r.owned[p]; ok && last > cp {
+			r.owned[p] = last
+		}
+	}
+	r.mu.Unlock()
+	return nil
+}
+
+// decideAll decides about ids concurrently and returns their wake-up
+// changes. A decision that fails is logged and retried by its timer: its
+// message keeps (or gets) a wake-up soon.
+func (r *Runner) decideAll(ctx context.Context, ids []string) ([]wakeOp, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	ops := make([]wakeOp, len(ids))
+	sem := make(chan struct{}, r.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			op, err := r.decide(ctx, id, nil)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.cfg.Logger.Error("sagas: decide", "message", id, "err", err)
+				}
+				op = r.retryLater(id)
+			}
+			ops[i] = op
+		}()
+	}
+	wg.Wait()
+	return ops, ctx.Err()
+}
+
+// retryLater gives a message whose decision failed a wake-up in a few
+// seconds.
+func (r *Runner) retryLater(id string) wakeOp {
+	at := r.cfg.Now().Add(2 * time.Second)
+	r.mu.Lock()
+	r.timers.Set(id, at)
+	r.mu.Unlock()
+	r.signal(r.nudge)
+	return wakeOp{id: id, at: at}
+}
+
+// timerLoop fires due timers.
+func (r *Runner) timerLoop(ctx context.Context) error {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	var due []string
+	for {
+		r.mu.Lock()
+		next, ok := r.timers.Next()
+		r.mu.Unlock()
+		if ok {
+			if d := next.Sub(r.cfg.Now()); d > 0 {
+				t.Reset(d)
+			} else {
+				r.mu.Lock()
+				due = r.timers.PopDue(r.cfg.Now(), 1024, due[:0])
+				r.mu.Unlock()
+				r.fired.Add(int64(len(due)))
+				ops, err := r.decideAll(ctx, slices.Clone(due))
+				if err != nil {
+					return nil
+				}
+				if err := r.store.Update(func(w projections.Writer) error { return writeWakes(w, r.cfg.Partitions, ops) }); err != nil {
+					return err
+				}
+				continue
+			}
+		} else {
+			t.Reset(time.Hour)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-r.nudge:
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Runner) stripe(id string) *sync.Mutex {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return &r.stripes[h%uint32(len(r.stripes))]
+}
+
+// sendResult is the outcome of an attempt this runner sent.
+type sendResult struct {
+	attempt int
+	channel string
+	result  channels.Result
+	err     error
+}
+
+// decide settles what to do about message id now and does it, repeating
+// until the message waits (for a timer, a result, an ack) or is settled,
+// and returns its wake-up change. With sr it first records the result of
+// the attempt this runner sent.
+func (r *Runner) decide(ctx context.Context, id string, sr *sendResult) (wakeOp, error) {
+	mu := r.stripe(id)
+	mu.Lock()
+	op, sends, err := r.decideLocked(ctx, id, sr)
+	if err == nil {
+		r.mu.Lock()
+		if op.at.IsZero() {
+			r.timers.Remove(id)
+		} else {
+			r.timers.Set(id, op.at)
+		}
+		r.mu.Unlock()
+		r.signal(r.nudge)
+	}
+	mu.Unlock()
+	for _, j := range sends {
+		r.startSend(ctx, j)
+	}
+	return op, err
+}
+
+func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (op wakeOp, sends []sendJob, err error) {
+	op.id = id
+	p, rev, first, err := r.load(ctx, id)
+	if err != nil || rev < 0 {
+		return op, nil, err
+	}
+	a, ok := r.apps.ByID(p.Message.AppID)
+	if !ok {
+		// The directory may not have caught up with the app's creation,
+		// which came before the message.
+		if err := r.apps.WaitFor(ctx, first); err != nil {
+			return op, nil, err
+		}
+		if a, ok = r.apps.ByID(p.Message.AppID); !ok {
+			a = &app.App{ID: p.Message.AppID}
+		}
+	}
+	cfg := r.policyFor(a)
+	for range 8 {
+		r.decisions.Add(1)
+		now := r.cfg.Now()
+		env := r.env(a, now)
+		var d policy.Decision
+		switch {
+		case sr != nil && (p.Message.State != message.StateSending || p.Message.Attempt != sr.attempt):
+			sr = nil // the attempt was settled without us (timed out): decide afresh
+			continue
+		case sr != nil && sr.err == nil:
+			rec := message.RecordSent{Attempt: sr.attempt, Channel: sr.channel, ProviderID: sr.result.ProviderMessageID, Accepted: sr.result.Accepted}
+			sr = nil
+			if p, rev, err = r.apply(ctx, id, p, rev, rec); err != nil {
+				return op, sends, err
+			}
+			continue
+		case sr != nil:
+			d = cfg.AfterFailure(&p, failureOf(sr), env)
+			sr = nil
+		default:
+			d = cfg.Next(&p, env)
+		}
+		cmds, wake := plan(d, now)
+		if len(cmds) == 0 {
+			op.at = wake
+			return op, sends, nil
+		}
+		before := p.Message.Attempt
+		p, rev, err = r.apply(ctx, id, p, rev, cmds...)
+		if errors.Is(err, commands.ErrStale) {
+			// Another writer moved the message on; decide from its state.
+			if p, rev, _, err = r.load(ctx, id); err != nil {
+				return op, sends, err
+			}
+			continue
+		}
+		if err != nil {
+			return op, sends, err
+		}
+		if d.Alert {
+			r.cfg.OnAlert(Alert{MessageID: id, AppID: p.Message.AppID, Attempt: p.Message.Attempt, Reason: d.Reason, At: now})
+		}
+		if d.InvalidToken != "" {
+			r.invalidateTokens(ctx, &p.Message, d.InvalidToken)
+		}
+		if p.Message.State == message.StateSending && p.Message.Attempt > before {
+			j, err := r.job(a, &p)
+			if err != nil {
+				return op, sends, err
+			}
+			sends = append(sends, j)
+		}
+	}
+	return op, sends, fmt.Errorf("sagas: message %s: no settled decision after 8 rounds", id)
+}
+
+// plan turns a decision into the commands to record now, or the time to
+// decide again when there are none (zero: no timer).
+func plan(d policy.Decision, now time.Time) ([]message.Command, time.Time) {
+	switch d.Action {
+	case policy.ActionWait:
+		return nil, d.At
+	case policy.ActionExpire:
+		return []message.Command{message.Expire{}}, time.Time{}
+	case policy.ActionGiveUp:
+		rec := *d.Record
+		if d.Alert {
+			rec.Alert = d.Reason
+		}
+		return []message.Command{rec}, time.Time{}
+	case policy.ActionStart, policy.ActionRetry, policy.ActionFailover:
+		var cmds []message.Command
+		later := d.At.After(now)
+		if d.Record != nil {
+			rec := *d.Record
+			if later {
+				at := d.At
+				rec.RetryAt = &at
+			}
+			cmds = append(cmds, rec)
+		}
+		if later {
+			if len(cmds) == 0 {
+				return nil, d.At
+			}
+			return cmds, time.Time{}
+		}
+		return append(cmds, d.StartAttempt()), time.Time{}
+	}
+	return nil, time.Time{} // none, hold
+}
+
+// apply records cmds on the message at revision rev and folds the result.
+func (r *Runner) apply(ctx context.Context, id string, p policy.Progress, rev int64, cmds ...message.Command) (policy.Progress, int64, error) {
+	_, res, err := r.cmd.MessageAt(ctx, id, &p.Message, rev, cmds...)
+	if err != nil {
+		return p, rev, err
+	}
+	for _, re := range res.Events {
+		e, err := message.Decode(re.Type, re.Data)
+		if err != nil {
+			return p, rev, err
+		}
+		if err := p.Apply(e); err != nil {
+			return p, rev, err
+		}
+	}
+	return p, res.Revision, nil
+}
+
+// load folds message id's stream; rev is -1 when it does not exist, first
+// the position of its first event.
+func (r *Runner) load(ctx context.Context, id string) (p policy.Progress, rev int64, first uint64, err error) {
+	rev = -1
+	evs, err := r.ledger.ReadStream(ctx, message.Stream(id), ledger.Forwards, 0, 0)
+	if errors.Is(err, ledger.ErrStreamNotFound) {
+		return p, rev, 0, nil
+	}
+	if err != nil {
+		return p, rev, 0, err
+	}
+	for _, re := range evs {
+		e, err := message.Decode(re.Type, re.Data)
+		if err != nil {
+			return p, rev, 0, fmt.Errorf("message %s@%d: %w", id, re.Revision, err)
+		}
+		if err := p.Apply(e); err != nil {
+			return p, rev, 0, fmt.Errorf("message %s@%d: %w", id, re.Revision, err)
+		}
+		rev = int64(re.Revision)
+	}
+	if len(evs) > 0 {
+		first = evs[0].Position
+	}
+	return p, rev, first, nil
+}
+
+type cachedPolicy struct {
+	version int
+	cfg     policy.Config
+}
+
+// policyFor returns app a's policy: its own read onto the platform's
+// defaults, or the defaults.
+func (r *Runner) policyFor(a *app.App) policy.Config {
+	base := r.cfg.Policy()
+	if len(a.Policy) == 0 {
+		return base
+	}
+	if c, ok := r.policies.Load(a.ID); ok && c.(cachedPolicy).version == a.Version {
+		return c.(cachedPolicy).cfg
+	}
+	cfg, err := policy.Parse(a.Policy, base)
+	if err != nil {
+		r.cfg.Logger.Error("sagas: app policy invalid; using the defaults", "app", a.ID, "err", err)
+		cfg = base
+	}
+	r.policies.Store(a.ID, cachedPolicy{version: a.Version, cfg: cfg})
+	return cfg
+}
+
+// env is the world of a decision about a message of app a.
+func (r *Runner) env(a *app.App, now time.Time) policy.Env {
+	cfg := r.policyFor(a)
+	env := policy.Env{Now: now, Channels: cfg.Failover.Stats(a.Channels, r.rates.of(a.ID), now)}
+	for name := range a.Channels {
+		if _, ok := r.channels[name]; !ok {
+			if env.Exclude == nil {
+				env.Exclude = map[string]bool{}
+			}
+			env.Exclude[name] = true
+		}
+	}
+	return env
+}
+
+func failureOf(sr *sendResult) policy.Failure {
+	class, se := channels.Classify(sr.err)
+	f := policy.Failure{Channel: sr.channel, Class: class, Reason: "error"}
+	if se != nil {
+		f.Reason, f.Status, f.RetryAfter = se.Reason, se.Status, se.RetryAfter
+	}
+	if errors.Is(sr.err, context.DeadlineExceeded) && se == nil {
+		f.Reason = "timeout"
+	}
+	return f
+}
+
+// invalidateTokens records, on every target device, that its token on
+// channel is invalid.
+func (r *Runner) invalidateTokens(ctx context.Context, m *message.Message, channel string) {
+	for _, dev := range m.Targets {
+		d, ok, err := r.cmd.LoadDevice(ctx, m.AppID, dev)
+		if err != nil || !ok {
+			continue
+		}
+		tok := d.Profile.Tokens[channel]
+		if tok == "" {
+			continue
+		}
+		if _, _, err := r.cmd.Device(ctx, m.AppID, dev, device.InvalidateToken{Channel: channel, Token: tok, Reason: "token_invalid"}); err != nil {
+			r.cfg.Logger.Error("sagas: invalidate token", "device", dev, "channel", channel, "err", err)
+		}
+	}
+}
+
+// sendJob is an attempt to hand to its channel.
+type sendJob struct {
+	id        string
+	attempt   int
+	channel   string
+	startedAt time.Time
+	deadline  time.Time // the attempt times out then: do not start it after
+	push      channels.Push
+}
+
+func (r *Runner) job(a *app.App, p *policy.Progress) (sendJob, error) {
+	m := &p.Message
+	j := sendJob{id: m.ID, attempt: m.Attempt, channel: m.Channel, startedAt: p.StartedAt,
+		deadline: p.StartedAt.Add(r.policyFor(a).AttemptTimeout - r.cfg.SendTimeout)}
+	secret, err := r.secrets.Open(a.SecretCiphertext, []byte(a.ID))
+	if err != nil {
+		return j, fmt.Errorf("sagas: app %s secret: %w", a.ID, err)
+	}
+	j.push = channels.Push{
+		MessageID: m.ID, AppID: m.AppID, Attempt: m.Attempt, Priority: m.Priority, CollapseID: m.CollapseID,
+		ExpiresAt: m.ExpiresAt, Settings: a.Channels[m.Channel].Settings, Secret: secret, Data: m.Data,
+	}
+	if m.Notification != nil {
+		j.push.Title, j.push.Body = m.Notification.Title, m.Notification.Body
+	}
+	for _, id := range m.Targets {
+		j.push.Targets = append(j.push.Targets, channels.Target{DeviceID: id})
+	}
+	return j, nil
+}
+
+// startSend sends j in the background, at most Senders at once, and
+// records its result.
+func (r *Runner) startSend(ctx context.Context, j sendJob) {
+	r.pending.Add(1)
+	go func() {
+		defer r.sendDone()
+		select {
+		case r.sendSem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-r.sendSem }()
+		if r.cfg.Now().After(j.deadline) {
+			// Queued too long: the attempt would time out mid-send. Leave it
+			// to the attempt timeout, which retries it.
+			return
+		}
+		ch, ok := r.channels[j.channel]
+		if !ok {
+			return
+		}
+		r.sends.Add(1)
+		sctx, cancel := context.WithTimeout(ctx, r.cfg.SendTimeout)
+		res, err := ch.Send(sctx, j.push)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		r.rates.observe(j.push.AppID, j.channel, err == nil, r.cfg.Now(), r.cfg.Policy().Failover.HalfLife)
+		op, derr := r.decide(ctx, j.id, &sendResult{attempt: j.attempt, channel: j.channel, result: res, err: err})
+		if derr != nil {
+			if ctx.Err() == nil {
+				r.cfg.Logger.Error("sagas: record result", "message", j.id, "attempt", j.attempt, "err", derr)
+			}
+			op = r.retryLater(j.id)
+		}
+		if err := r.store.Update(func(w projections.Writer) error { return writeWakes(w, r.cfg.Partitions, []wakeOp{op}) }); err != nil {
+			r.cfg.Logger.Error("sagas: write timer", "message", j.id, "err", err)
+		}
+	}()
+}
+
+// highWater bounds the sends queued or in flight, in units of Senders,
+// before the subscription waits: decisions must not outrun the channels.
+const highWater = 8
+
+func (r *Runner) sendDone() {
+	if r.pending.Add(-1) < int64(highWater*r.cfg.Senders) {
+		r.signal(r.room)
+	}
+}
+
+func (r *Runner) waitForRoom(ctx context.Context) error {
+	for r.pending.Load() >= int64(highWater*r.cfg.Senders) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.room:
+		}
+	}
+	return nil
+}
+
+// rates holds each app's rolling success rate per channel, observed from
+// the sends of this runner. They start empty at each start (the failover
+// policy's neutral prior covers the time until they fill again).
+type rates struct {
+	mu sync.Mutex
+	m  map[string]map[string]policy.RollingRate
+}
+
+func newRates() *rates { return &rates{m: map[string]map[string]policy.RollingRate{}} }
+
+func (r *rates) observe(appID, channel string, ok bool, at time.Time, halfLife time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.m[appID]
+	if m == nil {
+		m = map[string]policy.RollingRate{}
+		r.m[appID] = m
+	}
+	m[channel] = m[channel].Observe(ok, at, halfLife)
+}
+
+func (r *rates) of(appID string) map[string]policy.RollingRate {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]policy.RollingRate, len(r.m[appID]))
+	for k, v := range r.m[appID] {
+		out[k] = v
+	}
+	return out
+}
