@@ -65,7 +65,12 @@ func decodeStrict(body []byte, v any) error {
 }
 
 func readBody(c echo.Context) ([]byte, error) {
-	return io.ReadAll(c.Request().Body) // bounded by the signing middleware
+	b, err := io.ReadAll(c.Request().Body) // bounded by the signing middleware or adminAuth
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, problem(http.StatusRequestEntityTooLarge, SlugPayloadTooLarge, "Payload too large", fmt.Sprintf("the body is over %d bytes", tooLarge.Limit))
+	}
+	return b, err
 }
 
 func (s *Server) postMessages(c echo.Context) error {

@@ -81,6 +81,8 @@ const (
 	SlugUnavailable       = "unavailable"
 	SlugMethodNotAllowed  = "method-not-allowed"
 	SlugBadPageToken      = "bad-page-token"
+	SlugResendNotAllowed  = "resend-not-allowed"
+	SlugInvalidPolicy     = "invalid-policy"
 )
 
 // toProblem maps any error to its problem: the one place errors become HTTP.

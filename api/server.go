@@ -21,6 +21,7 @@ import (
 	"github.com/pushledger/pushledger/adapters/secretbox"
 	"github.com/pushledger/pushledger/api/signing"
 	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/schema"
 )
@@ -41,6 +42,9 @@ type Config struct {
 	// ProjectionWait bounds how long a device write waits for the registry to
 	// show it. Default 5 s.
 	ProjectionWait time.Duration
+	// Policy returns the platform's default delivery policy, onto which
+	// apps' own policies are read. Default policy.DefaultConfig.
+	Policy func() policy.Config
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger, default slog.Default().
@@ -101,6 +105,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Policy == nil {
+		cfg.Policy = policy.DefaultConfig
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -145,6 +152,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	v1.GET("/messages", s.listMessages, auth)
 	v1.GET("/messages/:id", s.getMessage, auth)
 	v1.GET("/messages/:id/events", s.getMessageEvents, auth)
+	v1.POST("/messages/:id/cancel", s.postCancel, auth)
+	v1.POST("/messages/:id/resend", s.postResend, auth)
 	v1.PUT("/devices/:id", s.putDevice, auth)
 	v1.GET("/devices/:id", s.getDevice, auth)
 	v1.PUT("/devices/:id/alias", s.putAlias, auth)
@@ -159,6 +168,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	admin.PUT("/apps/:id/channels/:channel", s.putChannel)
 	admin.DELETE("/apps/:id/channels/:channel", s.deleteChannel)
 	admin.POST("/apps/:id/blacklist", s.postBlacklist)
+	admin.GET("/apps/:id/policy", s.getPolicy)
+	admin.PUT("/apps/:id/policy", s.putPolicy)
+	admin.DELETE("/apps/:id/policy", s.deletePolicy)
 
 	s.e = e
 	return s, nil
@@ -198,6 +210,8 @@ func (s *Server) adminAuth(next echo.HandlerFunc) echo.HandlerFunc {
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			return problem(http.StatusUnauthorized, SlugUnauthorized, "Unauthorized", "admin endpoints need Authorization: Bearer <admin token>")
 		}
+		// Admin bodies are small (an app, a channel, a policy): 64 KiB.
+		c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, 64<<10)
 		return next(c)
 	}
 }

@@ -87,7 +87,7 @@ func appCmd() *cobra.Command {
 			return printJSON(cmd.OutOrStdout(), out)
 		},
 	}
-	root.AddCommand(create, list)
+	root.AddCommand(create, list, policyCmd())
 	return root
 }
 

@@ -60,7 +60,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	pf.String("app-key", "", "app key for app commands (or PUSHLEDGER_APP_KEY)")
 	pf.String("app-secret", "", "app secret for app commands (or PUSHLEDGER_APP_SECRET)")
 	pf.String("admin-token", "", "admin token (default: PUSHLEDGER_ADMIN_TOKEN or <data-dir>/admin.token)")
-	root.AddCommand(serveCmd(), appCmd(), deviceCmd(), sendCmd(), statusCmd(), historyCmd(), replayCmd(), webhookCmd())
+	root.AddCommand(serveCmd(), appCmd(), deviceCmd(), sendCmd(), statusCmd(), historyCmd(), cancelCmd(), resendCmd(), replayCmd(), webhookCmd())
 	return root
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestCLIEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("app create: %v", err)
 	}
-	key, secret := field(out, "app_key"), field(out, "app_secret")
+	key, secret, appID := field(out, "app_key"), field(out, "app_secret"), field(out, "app_id")
 	if !strings.HasPrefix(key, "pk_") || !strings.HasPrefix(secret, "sk_") {
 		t.Fatalf("app create printed %q", out)
 	}
@@ -74,6 +75,42 @@ func TestCLIEndToEnd(t *testing.T) {
 	out, err = run(t, env, "status", id)
 	if err != nil || !strings.Contains(out, `"state": "sent"`) {
 		t.Fatalf("status: %v\n%s", err, out)
+	}
+
+	// Resend: a new cycle of the sent message; the webhook is called again.
+	if out, err := run(t, env, "resend", id, "--reason", "again"); err != nil || !strings.Contains(out, `"state"`) {
+		t.Fatalf("resend: %v\n%s", err, out)
+	}
+	select {
+	case <-hits:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the resend did not call the webhook")
+	}
+	platformtest.Eventually(t, 10*time.Second, "resend in history", func() bool {
+		out, err := run(t, env, "history", id)
+		return err == nil && strings.Contains(out, "message.resend_requested.v1") && strings.Count(out, "message.sent.v1") == 2
+	})
+	// Cancel: a sent message cannot be cancelled (one clear line).
+	if _, err := run(t, env, "cancel", id); err == nil || !strings.HasPrefix(oneLine(err), "409 Not allowed in the current state") {
+		t.Fatalf("cancel of a sent message: %v", err)
+	}
+
+	// The app's delivery policy, from a file; a bad one is one clear line.
+	file := t.TempDir() + "/policy.json"
+	if err := os.WriteFile(file, []byte(`{"max_attempts": 2}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, env, "app", "policy", "set", appID, file); err != nil || !strings.Contains(out, `"max_attempts": 2`) {
+		t.Fatalf("policy set: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(file, []byte(`{"max_attempts": 0}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, env, "app", "policy", "set", appID, file); err == nil || !strings.HasPrefix(oneLine(err), "422 Invalid delivery policy") {
+		t.Fatalf("invalid policy: %v", err)
+	}
+	if out, err := run(t, env, "app", "policy", "reset", appID); err != nil || !strings.Contains(out, `"custom": null`) {
+		t.Fatalf("policy reset: %v\n%s", err, out)
 	}
 
 	// Errors: one line, the problem's title and detail.

@@ -37,6 +37,7 @@ import (
 	"github.com/pushledger/pushledger/commands"
 	appdomain "github.com/pushledger/pushledger/domain/app"
 	msgdomain "github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/schema"
 )
@@ -654,6 +655,82 @@ func TestContract(t *testing.T) {
 	})
 
 	// --- Authentication -----------------------------------------------------
+	t.Run("delivery", func(t *testing.T) {
+		c := c.with(t)
+		// Cancel a scheduled message before it fires.
+		later := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+		sched := send(c, message{"audience": message{"device_ids": []string{"phone-1"}}, "notification": notif("Later"), "send_at": later.Format(time.RFC3339)}, nil)
+		var st projections.MessageStatus
+		c.ok(req{method: "POST", path: "/v1/messages/" + sched + "/cancel", app: &A, body: message{"reason": "withdrawn"}}, 202, &st)
+		if st.State != "cancelled" || st.ID != sched {
+			t.Errorf("cancelled status %+v", st)
+		}
+		c.fails(req{method: "POST", path: "/v1/messages/" + sched + "/cancel", app: &A}, 409, api.SlugInvalidTransition)
+		c.fails(req{method: "POST", path: "/v1/messages/" + first + "/cancel", app: &A}, 409, api.SlugInvalidTransition)
+		c.fails(req{method: "POST", path: "/v1/messages/" + uuid.NewString() + "/cancel", app: &A}, 404, api.SlugNotFound)
+		c.fails(req{method: "POST", path: "/v1/messages/" + first + "/cancel", app: &B}, 404, api.SlugNotFound)
+		c.fails(req{method: "POST", path: "/v1/messages/" + sched + "/cancel", app: &A, body: `{"reason":`, specInvalid: true}, 400, api.SlugMalformedJSON)
+		c.fails(req{method: "POST", path: "/v1/messages/" + sched + "/cancel", app: &A, body: message{"reason": strings.Repeat("r", 201)}, specInvalid: true}, 422, api.SlugInvalidRequest)
+
+		// Resend a sent message: a new cycle, same message id.
+		c.ok(req{method: "POST", path: "/v1/messages/" + first + "/resend", app: &A, body: message{"reason": "asked again"}}, 202, &st)
+		eventually(t, 15*time.Second, "resent", func() bool {
+			st := status(c, &A, first)
+			return st.State == "sent" && st.Attempt == 2
+		})
+		var hist struct {
+			Events []api.MessageEvent `json:"events"`
+		}
+		c.ok(req{method: "GET", path: "/v1/messages/" + first + "/events", app: &A}, 200, &hist)
+		var types []string
+		for _, e := range hist.Events {
+			types = append(types, strings.TrimPrefix(strings.TrimSuffix(e.Type, ".v1"), "message."))
+		}
+		if got := strings.Join(types, " "); got != "accepted sending sent resend_requested sending sent" {
+			t.Errorf("history after resend: %s", got)
+		}
+		p := c.fails(req{method: "POST", path: "/v1/messages/" + sched + "/resend", app: &A}, 409, api.SlugResendNotAllowed)
+		if !strings.Contains(p.problem.Detail, "cancelled") {
+			t.Errorf("resend of a cancelled message: detail %q", p.problem.Detail)
+		}
+		c.fails(req{method: "POST", path: "/v1/messages/" + uuid.NewString() + "/resend", app: &A}, 404, api.SlugNotFound)
+
+		// The app's delivery policy: defaults, a change, a refusal, a reset.
+		var pv api.PolicyView
+		path := "/admin/v1/apps/" + A.appID + "/policy"
+		c.ok(req{method: "GET", path: path, admin: admin}, 200, &pv)
+		if pv.AppID != A.appID || string(pv.Custom) != "null" || pv.Effective.MaxAttempts != 6 {
+			t.Errorf("default policy view %+v", pv)
+		}
+		custom := message{"max_attempts": 4, "channels": message{"webhook": message{"retry": message{"max_attempts": 4, "initial_ns": 2e9, "max_ns": 6e10, "multiplier": 2, "jitter": 0.2}}}}
+		c.ok(req{method: "PUT", path: path, admin: admin, body: custom}, 200, &pv)
+		if pv.Effective.MaxAttempts != 4 || pv.Effective.Channel("webhook").Retry.Initial != 2*time.Second || pv.Effective.MaxResends != 3 {
+			t.Errorf("policy after PUT %+v", pv.Effective)
+		}
+		p = c.fails(req{method: "PUT", path: path, admin: admin, body: message{"max_attempts": 0, "failover": message{"prior": 0}}, specInvalid: true}, 422, api.SlugInvalidPolicy)
+		var ptrs []string
+		for _, f := range p.problem.Errors {
+			ptrs = append(ptrs, f.Pointer)
+		}
+		if strings.Join(ptrs, " ") != "/max_attempts /failover/prior" {
+			t.Errorf("invalid policy pointers %v (%s)", ptrs, p.problem.Detail)
+		}
+		c.fails(req{method: "PUT", path: path, admin: admin, body: message{"max_attempts": 3, "colour": "red"}, specInvalid: true}, 422, api.SlugInvalidPolicy)
+		c.fails(req{method: "PUT", path: path, admin: admin, body: `{"max_attempts":`, specInvalid: true}, 400, api.SlugMalformedJSON)
+		c.fails(req{method: "PUT", path: "/admin/v1/apps/nosuchapp/policy", admin: admin, body: custom}, 404, api.SlugNotFound)
+		c.fails(req{method: "GET", path: "/admin/v1/apps/nosuchapp/policy", admin: admin}, 404, api.SlugNotFound)
+		c.fails(req{method: "GET", path: path}, 401, api.SlugUnauthorized)
+		c.ok(req{method: "GET", path: path, admin: admin}, 200, &pv)
+		if pv.Effective.MaxAttempts != 4 {
+			t.Errorf("a refused PUT changed the policy: %+v", pv.Effective)
+		}
+		c.ok(req{method: "DELETE", path: path, admin: admin}, 200, &pv)
+		if string(pv.Custom) != "null" || pv.Effective.MaxAttempts != 6 {
+			t.Errorf("policy after DELETE %+v", pv)
+		}
+		c.fails(req{method: "DELETE", path: "/admin/v1/apps/nosuchapp/policy", admin: admin}, 404, api.SlugNotFound)
+	})
+
 	t.Run("authentication", func(t *testing.T) {
 		c := c.with(t)
 		body := []byte(`{"audience":{"device_ids":["phone-1"]},"notification":{"title":"a","body":"b"}}`)
@@ -887,6 +964,7 @@ func TestContractProblemSlugsDocumented(t *testing.T) {
 		api.SlugStaleTimestamp, api.SlugReplayedNonce, api.SlugMissingCreds, api.SlugMalformedCreds, api.SlugBlacklisted,
 		api.SlugEmptyAudience, api.SlugNotFound, api.SlugConflict, api.SlugInvalidTransition, api.SlugBatchTooLarge,
 		api.SlugUnauthorized, api.SlugInternal, api.SlugUnavailable, api.SlugMethodNotAllowed, api.SlugBadPageToken,
+		api.SlugResendNotAllowed, api.SlugInvalidPolicy,
 	}
 	sort.Strings(want)
 	if !slices.Equal(enum, want) {
@@ -1037,6 +1115,12 @@ func TestContractSchemasMatchGoTypes(t *testing.T) {
 		"ChannelConfig":    appdomain.ChannelConfig{},
 		"Problem":          api.Problem{},
 		"ProblemField":     api.ProblemField{},
+		"ReasonRequest":    api.ReasonRequest{},
+		"PolicyView":       api.PolicyView{},
+		"DeliveryPolicy":   policy.Config{},
+		"ChannelPolicy":    policy.ChannelPolicy{},
+		"RetryPolicy":      policy.RetryPolicy{},
+		"FailoverPolicy":   policy.FailoverPolicy{},
 	} {
 		ref := doc.Components.Schemas[name]
 		if ref == nil || ref.Value == nil {
@@ -1067,7 +1151,13 @@ func TestContractSchemasMatchGoTypes(t *testing.T) {
 		if !slices.Equal(props, fields) {
 			t.Errorf("schema %s has properties %v; %s has JSON fields %v", name, props, typ, fields)
 		}
-		if !slices.Equal(req, required) {
+		// A delivery policy is read onto the defaults: a PUT may leave out
+		// any field, so its schemas require none.
+		partial := strings.HasSuffix(name, "Policy")
+		if partial && len(req) > 0 {
+			t.Errorf("schema %s requires %v; policies are partial", name, req)
+		}
+		if !partial && !slices.Equal(req, required) {
 			t.Errorf("schema %s requires %v; %s has without omitempty %v", name, req, typ, required)
 		}
 		if ap := ref.Value.AdditionalProperties.Has; ap == nil || *ap {

@@ -157,7 +157,7 @@ func Open(cfg Config) (*Platform, error) {
 		return fail(err)
 	}
 	p.registerPositions(reg)
-	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Registerer: reg}, api.Deps{
+	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Policy: cfg.Policy, Registerer: reg}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
 		Nonces: nonces,
 	}); err != nil {
