@@ -50,6 +50,9 @@ type Config struct {
 	// (role "api" only), e.g. to measure accepts alone or to split roles
 	// across processes. Default false: every role.
 	NoDispatcher bool
+	// SendTimeout bounds one channel send by the delivery runners; it must
+	// stay below the delivery policy's attempt timeout. Default 15 s.
+	SendTimeout time.Duration
 	// Runners is the number of delivery saga runners (goroutines sharing the
 	// message partitions by lease). Default 1.
 	Runners int
@@ -141,7 +144,7 @@ func Open(cfg Config) (*Platform, error) {
 	leases := sagas.NewMemoryLeases(cfg.Now)
 	for i := range max(cfg.Runners, 1) {
 		r, err := sagas.NewRunner(sagas.Config{
-			Owner: fmt.Sprintf("runner-%d", i), Policy: cfg.Policy, Now: cfg.Now, Logger: cfg.Logger,
+			Owner: fmt.Sprintf("runner-%d", i), Policy: cfg.Policy, Now: cfg.Now, Logger: cfg.Logger, SendTimeout: cfg.SendTimeout,
 			OnAlert: func(a sagas.Alert) {
 				alerts.WithLabelValues(a.Reason).Inc()
 				cfg.Logger.Warn("delivery alert", "message", a.MessageID, "app", a.AppID, "attempt", a.Attempt, "reason", a.Reason)

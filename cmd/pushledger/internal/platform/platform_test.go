@@ -30,6 +30,7 @@ import (
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform/platformtest"
 	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/projections"
 )
 
@@ -45,7 +46,12 @@ func TestMain(m *testing.M) {
 }
 
 func serveForever(dir string) {
-	p, err := platform.Open(platform.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// Short timeouts, so that attempts cut by a kill are retried within
+	// the test: sends time out after 1 s, lost attempts after 3 s.
+	pol := platformtest.FastPolicy()
+	pol.AttemptTimeout = 3 * time.Second
+	p, err := platform.Open(platform.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		WebhookTimeout: time.Second, SendTimeout: time.Second, Policy: func() policy.Config { return pol }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
