@@ -19,6 +19,7 @@ import (
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/device"
 	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/settings"
 )
 
 // ErrConflict: the stream kept changing under the command; it was retried
@@ -80,6 +81,7 @@ var (
 	messages = aggregate[message.Message, message.Event]{decode: message.Decode, evolve: (*message.Message).Evolve}
 	devices  = aggregate[device.Device, device.Event]{decode: device.Decode, evolve: (*device.Device).Evolve}
 	apps     = aggregate[app.App, app.Event]{decode: app.Decode, evolve: (*app.App).Evolve}
+	settingz = aggregate[settings.Settings, settings.Event]{decode: settings.Decode, evolve: (*settings.Settings).Evolve}
 )
 
 // load folds a stream. rev is -1 when the stream has no events.
@@ -221,6 +223,13 @@ func (h *Handler) App(ctx context.Context, id string, cmd app.Command) (app.App,
 func (h *Handler) LoadApp(ctx context.Context, id string) (a app.App, ok bool, err error) {
 	a, rev, err := load(ctx, h.store, apps, app.Stream(id))
 	return a, rev >= 0, err
+}
+
+// Settings executes cmd on the platform's delivery settings.
+func (h *Handler) Settings(ctx context.Context, cmd settings.SetDeliveryPolicy) (settings.Settings, Result, error) {
+	return execute(ctx, h, settingz, settings.Stream, func(s *settings.Settings, now time.Time) ([]settings.Event, error) {
+		return settings.Decide(s, cmd, now)
+	})
 }
 
 // ErrExists: a message with the id was already accepted.

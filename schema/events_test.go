@@ -17,6 +17,7 @@ import (
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/device"
 	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/settings"
 	"github.com/pushledger/pushledger/schema"
 )
 
@@ -35,6 +36,9 @@ func decoders() map[string]func([]byte) (event, error) {
 	}
 	for _, typ := range app.EventTypes() {
 		out[typ] = func(b []byte) (event, error) { return app.Decode(typ, b) }
+	}
+	for _, typ := range settings.EventTypes() {
+		out[typ] = func(b []byte) (event, error) { return settings.Decode(typ, b) }
 	}
 	return out
 }
@@ -298,6 +302,7 @@ func fullSamples() []event {
 		app.BlacklistAdded{Kind: app.KindUser, Values: []string{"u1", "u2"}, At: t1},
 		app.BlacklistRemoved{Kind: app.KindGroup, Values: []string{"vip"}, At: t1},
 		app.PolicySet{Policy: []byte(`{"max_attempts":3}`), At: t1},
+		settings.DeliveryPolicySet{Policy: []byte(`{"max_attempts":4}`), Source: "config file (reload)", At: t1},
 	}
 }
 

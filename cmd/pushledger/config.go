@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -24,6 +25,7 @@ type Config struct {
 	HTTP       HTTPConfig    `koanf:"http"`
 	Log        LogConfig     `koanf:"log"`
 	Webhook    WebhookConfig `koanf:"webhook"`
+	Delivery   DeliveryConfig `koanf:"delivery"`
 	// Client settings of the CLI.
 	URL       string `koanf:"url"`
 	AppKey    string `koanf:"app_key"`
@@ -43,6 +45,40 @@ type WebhookConfig struct {
 	Timeout time.Duration `koanf:"timeout"`
 }
 
+// DeliveryConfig configures the delivery sagas.
+type DeliveryConfig struct {
+	// Runners is the number of delivery runners (goroutines sharing the
+	// message partitions).
+	Runners int `koanf:"runners"`
+	// Policy is the platform's default delivery policy, read onto the
+	// built-in one: a mapping in the file, or a JSON object in
+	// PUSHLEDGER_DELIVERY_POLICY. Reloaded on SIGHUP.
+	Policy any `koanf:"policy"`
+}
+
+// PolicyJSON returns the configured policy as JSON, or nil.
+func (d DeliveryConfig) PolicyJSON() (json.RawMessage, error) {
+	switch v := d.Policy.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		if strings.TrimSpace(v) == "" {
+			return nil, nil
+		}
+		if !json.Valid([]byte(v)) {
+			return nil, errors.New("delivery.policy is not valid JSON")
+		}
+		return json.RawMessage(v), nil
+	case map[string]any:
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, fmt.Errorf("delivery.policy: %w", err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("delivery.policy must be a mapping (or a JSON object in the environment), not %T", d.Policy)
+}
+
 func defaults() map[string]any {
 	return map[string]any{
 		"data_dir":        "data",
@@ -50,6 +86,7 @@ func defaults() map[string]any {
 		"log.level":       "info",
 		"log.format":      "text",
 		"webhook.timeout": "10s",
+		"delivery.runners": 1,
 		"url":             "http://127.0.0.1:8080",
 	}
 }
@@ -59,6 +96,7 @@ var envKeys = map[string]string{
 	"DATA_DIR": "data_dir", "ADMIN_TOKEN": "admin_token", "SECRET_KEY": "secret_key",
 	"HTTP_ADDR": "http.addr", "LOG_LEVEL": "log.level", "LOG_FORMAT": "log.format",
 	"WEBHOOK_TIMEOUT": "webhook.timeout", "URL": "url", "APP_KEY": "app_key", "APP_SECRET": "app_secret",
+	"RUNNERS": "delivery.runners", "DELIVERY_POLICY": "delivery.policy",
 }
 
 // flagKeys maps flag names to config keys.
@@ -122,6 +160,12 @@ func (c Config) validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("log.format %q is not text or json", c.Log.Format))
+	}
+	if c.Delivery.Runners < 1 || c.Delivery.Runners > 64 {
+		errs = append(errs, fmt.Errorf("delivery.runners %d is not in 1..64", c.Delivery.Runners))
+	}
+	if _, err := c.Delivery.PolicyJSON(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pushledger/pushledger/api/client"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
@@ -75,7 +76,36 @@ func logger(c Config, w io.Writer) *slog.Logger {
 }
 
 func platformConfig(c Config, log *slog.Logger) platform.Config {
-	return platform.Config{DataDir: c.DataDir, AdminToken: c.AdminToken, SecretKey: c.SecretKey, WebhookTimeout: c.Webhook.Timeout, Logger: log}
+	pol, _ := c.Delivery.PolicyJSON() // checked by loadConfig
+	return platform.Config{DataDir: c.DataDir, AdminToken: c.AdminToken, SecretKey: c.SecretKey, WebhookTimeout: c.Webhook.Timeout,
+		Runners: c.Delivery.Runners, DeliveryPolicy: pol, Logger: log}
+}
+
+// reloadConfig reloads the configuration and applies what can change at
+// run time: the default delivery policy.
+func reloadConfig(ctx context.Context, flags *pflag.FlagSet, p *platform.Platform) error {
+	c, err := loadConfig(flags)
+	if err != nil {
+		return err
+	}
+	pol, err := c.Delivery.PolicyJSON()
+	if err != nil {
+		return err
+	}
+	return p.SetDeliveryPolicy(ctx, pol, "configuration (reload)")
+}
+
+// onSignal calls reload for every signal on sig until ctx ends, and
+// report with its outcome.
+func onSignal(ctx context.Context, sig <-chan os.Signal, reload func() error, report func(error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			report(reload())
+		}
+	}
 }
 
 func serveCmd() *cobra.Command {
@@ -105,6 +135,16 @@ func serveCmd() *cobra.Command {
 			if err != nil {
 				return errors.Join(err, p.Close())
 			}
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go onSignal(cmd.Context(), hup, func() error { return reloadConfig(cmd.Context(), cmd.Flags(), p) }, func(err error) {
+				if err != nil {
+					log.Error("configuration reload refused; the running configuration stays", "err", err)
+					return
+				}
+				log.Info("configuration reloaded")
+			})
 			runErr := p.Run(cmd.Context(), ln)
 			return errors.Join(runErr, p.Close())
 		},

@@ -3,15 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform/platformtest"
+	"github.com/pushledger/pushledger/domain/settings"
 )
 
 // run executes the CLI with args and the given environment.
@@ -147,5 +151,92 @@ func TestConfigLayers(t *testing.T) {
 	t.Setenv("PUSHLEDGER_LOG_FORMAT", "xml")
 	if _, err := loadConfig(cmd.Flags()); err == nil || !strings.Contains(err.Error(), "log.level") || !strings.Contains(err.Error(), "log.format") {
 		t.Fatalf("want both problems reported, got %v", err)
+	}
+}
+
+// TestReloadChangesTheDefaultPolicy: a reload (SIGHUP) reads the
+// configuration file again; a valid delivery policy applies at once and is
+// recorded in the ledger, an invalid one is refused and the running one
+// stays.
+func TestReloadChangesTheDefaultPolicy(t *testing.T) {
+	in := platformtest.Start(t, "")
+	file := t.TempDir() + "/pushledger.yaml"
+	write := func(s string) {
+		if err := os.WriteFile(file, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := serveCmd()
+	newRoot(&bytes.Buffer{}, &bytes.Buffer{}).AddCommand(cmd)
+	if err := cmd.ParseFlags([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sig := make(chan os.Signal)
+	results := make(chan error)
+	go onSignal(ctx, sig, func() error { return reloadConfig(ctx, cmd.Flags(), in.P) }, func(err error) { results <- err })
+	reload := func() error {
+		sig <- syscall.SIGHUP
+		return <-results
+	}
+
+	before := in.P.DefaultPolicy().MaxAttempts
+	write("delivery:\n  policy:\n    max_attempts: 4\n    channels:\n      webhook:\n        retry: {max_attempts: 5, initial_ns: 1000000000, max_ns: 60000000000, multiplier: 2, jitter: 0.1}\n")
+	if err := reload(); err != nil {
+		t.Fatalf("valid reload: %v", err)
+	}
+	if p := in.P.DefaultPolicy(); p.MaxAttempts != 4 || p.Channel("webhook").Retry.MaxAttempts != 5 || before == 4 {
+		t.Fatalf("policy after reload: %+v (before: %d attempts)", p, before)
+	}
+	write("delivery:\n  policy:\n    max_attempts: 0\n")
+	if err := reload(); err == nil || !strings.Contains(err.Error(), "max_attempts") {
+		t.Fatalf("invalid reload: %v", err)
+	}
+	if p := in.P.DefaultPolicy(); p.MaxAttempts != 4 {
+		t.Fatalf("an invalid reload changed the policy: %d attempts", p.MaxAttempts)
+	}
+	write("delivery:\n  policy:\n    max_attempts: 4\n    channels:\n      webhook:\n        retry: {max_attempts: 5, initial_ns: 1000000000, max_ns: 60000000000, multiplier: 2, jitter: 0.1}\n")
+	if err := reload(); err != nil { // unchanged: nothing recorded
+		t.Fatal(err)
+	}
+	evs, err := in.P.Ledger.ReadStream(ctx, settings.Stream, ledger.Forwards, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sources []string
+	for _, e := range evs {
+		var s settings.DeliveryPolicySet
+		if err := json.Unmarshal(e.Data, &s); err != nil {
+			t.Fatal(err)
+		}
+		sources = append(sources, s.Source)
+	}
+	if strings.Join(sources, ",") != "configuration (start),configuration (reload)" {
+		t.Fatalf("recorded changes: %v", sources)
+	}
+}
+
+func TestDeliveryConfigFromEnvironment(t *testing.T) {
+	t.Setenv("PUSHLEDGER_DELIVERY_POLICY", `{"max_attempts": 3}`)
+	t.Setenv("PUSHLEDGER_RUNNERS", "4")
+	cmd := serveCmd()
+	newRoot(&bytes.Buffer{}, &bytes.Buffer{}).AddCommand(cmd)
+	c, err := loadConfig(cmd.Flags())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := c.Delivery.PolicyJSON()
+	if err != nil || string(pol) != `{"max_attempts": 3}` || c.Delivery.Runners != 4 {
+		t.Fatalf("delivery config %+v, policy %s, %v", c.Delivery, pol, err)
+	}
+	t.Setenv("PUSHLEDGER_DELIVERY_POLICY", `{"max_attempts":`)
+	if _, err := loadConfig(cmd.Flags()); err == nil || !strings.Contains(err.Error(), "delivery.policy") {
+		t.Fatalf("bad policy JSON: %v", err)
+	}
+	t.Setenv("PUSHLEDGER_DELIVERY_POLICY", "")
+	t.Setenv("PUSHLEDGER_RUNNERS", "0")
+	if _, err := loadConfig(cmd.Flags()); err == nil || !strings.Contains(err.Error(), "delivery.runners") {
+		t.Fatalf("0 runners: %v", err)
 	}
 }

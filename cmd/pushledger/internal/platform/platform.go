@@ -4,7 +4,9 @@
 package platform
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -18,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/channels/webhook"
@@ -28,6 +31,7 @@ import (
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/policy"
+	"github.com/pushledger/pushledger/domain/settings"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/sagas"
 )
@@ -56,9 +60,14 @@ type Config struct {
 	// Runners is the number of delivery saga runners (goroutines sharing the
 	// message partitions by lease). Default 1.
 	Runners int
-	// Policy returns the platform's default delivery policy (apps' own
-	// policies are read onto it). Called per decision, so a reloaded
-	// configuration applies at once. Default policy.DefaultConfig.
+	// DeliveryPolicy is the platform's default delivery policy as
+	// configured: a JSON object read onto Policy's, or empty. Apps' own
+	// policies are read onto the result. It is recorded in the ledger
+	// (settings.delivery_policy_set.v1) when it changes; SetDeliveryPolicy
+	// changes it at run time.
+	DeliveryPolicy json.RawMessage
+	// Policy returns the built-in base of the default delivery policy.
+	// Default policy.DefaultConfig (tests shorten its backoffs).
 	Policy func() policy.Config
 	// Now is the clock of commands, signatures and nonces. Default time.Now.
 	Now func() time.Time
@@ -77,6 +86,7 @@ type Platform struct {
 	Devices    *projections.Runner
 	Messages   *projections.Runner
 	Runners    []*sagas.Runner
+	policy     atomic.Pointer[policy.Config]
 	API        *api.Server
 	AdminToken string
 }
@@ -135,6 +145,9 @@ func Open(cfg Config) (*Platform, error) {
 	if err != nil {
 		return fail(err)
 	}
+	if err := p.SetDeliveryPolicy(context.Background(), cfg.DeliveryPolicy, "configuration (start)"); err != nil {
+		return fail(err)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	alerts := prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -144,7 +157,7 @@ func Open(cfg Config) (*Platform, error) {
 	leases := sagas.NewMemoryLeases(cfg.Now)
 	for i := range max(cfg.Runners, 1) {
 		r, err := sagas.NewRunner(sagas.Config{
-			Owner: fmt.Sprintf("runner-%d", i), Policy: cfg.Policy, Now: cfg.Now, Logger: cfg.Logger, SendTimeout: cfg.SendTimeout,
+			Owner: fmt.Sprintf("runner-%d", i), Policy: p.DefaultPolicy, Now: cfg.Now, Logger: cfg.Logger, SendTimeout: cfg.SendTimeout,
 			OnAlert: func(a sagas.Alert) {
 				alerts.WithLabelValues(a.Reason).Inc()
 				cfg.Logger.Warn("delivery alert", "message", a.MessageID, "app", a.AppID, "attempt", a.Attempt, "reason", a.Reason)
@@ -160,13 +173,39 @@ func Open(cfg Config) (*Platform, error) {
 		return fail(err)
 	}
 	p.registerPositions(reg)
-	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Policy: cfg.Policy, Registerer: reg}, api.Deps{
+	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Policy: p.DefaultPolicy, Registerer: reg}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
 		Nonces: nonces,
 	}); err != nil {
 		return fail(err)
 	}
 	return p, nil
+}
+
+// DefaultPolicy is the platform's default delivery policy in force.
+func (p *Platform) DefaultPolicy() policy.Config { return *p.policy.Load() }
+
+// SetDeliveryPolicy makes raw (a JSON object read onto the built-in base,
+// or empty for the base itself) the default delivery policy, from the
+// next decision on. A policy that does not validate is refused and the
+// one in force stays. A change is recorded in the ledger with source.
+func (p *Platform) SetDeliveryPolicy(ctx context.Context, raw json.RawMessage, source string) error {
+	base := policy.DefaultConfig()
+	if p.cfg.Policy != nil {
+		base = p.cfg.Policy()
+	}
+	cfg := base
+	if len(bytes.TrimSpace(raw)) > 0 && string(bytes.TrimSpace(raw)) != "null" {
+		var err error
+		if cfg, err = policy.Parse(raw, base); err != nil {
+			return fmt.Errorf("delivery policy: %w", err)
+		}
+	}
+	if _, _, err := p.Commands.Settings(ctx, settings.SetDeliveryPolicy{Policy: raw, Source: source}); err != nil {
+		return fmt.Errorf("delivery policy: %w", err)
+	}
+	p.policy.Store(&cfg)
+	return nil
 }
 
 // registerPositions exports, at scrape time, the ledger's last position and

@@ -42,8 +42,15 @@ func TestMain(m *testing.M) {
 		serveForever(dir)
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	for _, f := range cleanups {
+		f()
+	}
+	os.Exit(code)
 }
+
+// cleanups run after every test and benchmark of the package.
+var cleanups []func()
 
 func serveForever(dir string) {
 	// Short timeouts, so that attempts cut by a kill are retried within
