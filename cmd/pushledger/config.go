@@ -19,12 +19,12 @@ import (
 // --config (or PUSHLEDGER_CONFIG), then PUSHLEDGER_* environment variables
 // (PUSHLEDGER_HTTP_ADDR sets http.addr), then flags.
 type Config struct {
-	DataDir    string        `koanf:"data_dir"`
-	AdminToken string        `koanf:"admin_token"`
-	SecretKey  string        `koanf:"secret_key"`
-	HTTP       HTTPConfig    `koanf:"http"`
-	Log        LogConfig     `koanf:"log"`
-	Webhook    WebhookConfig `koanf:"webhook"`
+	DataDir    string         `koanf:"data_dir"`
+	AdminToken string         `koanf:"admin_token"`
+	SecretKey  string         `koanf:"secret_key"`
+	HTTP       HTTPConfig     `koanf:"http"`
+	Log        LogConfig      `koanf:"log"`
+	Webhook    WebhookConfig  `koanf:"webhook"`
 	Delivery   DeliveryConfig `koanf:"delivery"`
 	// Client settings of the CLI.
 	URL       string `koanf:"url"`
@@ -81,13 +81,13 @@ func (d DeliveryConfig) PolicyJSON() (json.RawMessage, error) {
 
 func defaults() map[string]any {
 	return map[string]any{
-		"data_dir":        "data",
-		"http.addr":       "127.0.0.1:8080",
-		"log.level":       "info",
-		"log.format":      "text",
-		"webhook.timeout": "10s",
+		"data_dir":         "data",
+		"http.addr":        "127.0.0.1:8080",
+		"log.level":        "info",
+		"log.format":       "text",
+		"webhook.timeout":  "10s",
 		"delivery.runners": 1,
-		"url":             "http://127.0.0.1:8080",
+		"url":              "http://127.0.0.1:8080",
 	}
 }
 
