@@ -79,6 +79,10 @@ func FoldStatus(s *MessageStatus, re ledger.RecordedEvent) error {
 	case message.Delivered:
 		st, s.UpdatedAt = message.StateDelivered, e.At
 		ch(e.Channel).Delivered++
+	case message.DeliveredBatch:
+		st, s.UpdatedAt = message.StateDelivered, e.At
+		ch(e.Channel).Delivered += len(e.DeviceIDs)
+		s.Counts[st] += len(e.DeviceIDs) - 1 // one per device; the common increment below adds the last
 	case message.Opened:
 		st, s.UpdatedAt = message.StateOpened, e.At
 		ch(e.Channel).Opened++

@@ -32,6 +32,7 @@ func TestFoldStatus(t *testing.T) {
 		{message.RecordDelivered{DeviceID: "d2", Channel: "fcm"}, message.StateDelivered},
 		{message.RecordOpened{DeviceID: "d1", Channel: "fcm"}, message.StateOpened},
 		{message.RecordDelivered{DeviceID: "d3", Channel: "fcm"}, message.StateOpened},
+		{message.RecordDeliveries{DeviceIDs: []string{"d5", "d4", "d1"}, Channel: "fcm"}, message.StateOpened},
 	}
 	for _, s := range steps {
 		e.message(t, "m1", s.cmd)
@@ -67,13 +68,13 @@ func TestFoldStatus(t *testing.T) {
 	}
 	wantCounts := map[message.State]int{
 		message.StateAccepted: 1, message.StateSending: 2, message.StateFailed: 1, message.StateSent: 1,
-		message.StateDelivered: 3, message.StateOpened: 1,
+		message.StateDelivered: 5, message.StateOpened: 1,
 	}
 	if !mapsEqual(s.Counts, wantCounts) {
 		t.Fatalf("counts %v, want %v", s.Counts, wantCounts)
 	}
 	if len(s.Channels) != 2 || *s.Channels["apns"] != (projections.ChannelCounts{Attempts: 1, Failed: 1}) ||
-		*s.Channels["fcm"] != (projections.ChannelCounts{Attempts: 1, Sent: 1, Delivered: 3, Opened: 1}) {
+		*s.Channels["fcm"] != (projections.ChannelCounts{Attempts: 1, Sent: 1, Delivered: 5, Opened: 1}) {
 		t.Fatalf("channels apns %+v fcm %+v", s.Channels["apns"], s.Channels["fcm"])
 	}
 

@@ -277,6 +277,7 @@ func fullSamples() []event {
 		message.Sending{Attempt: 1, Channel: "apns", At: t1},
 		message.Sent{Attempt: 1, Channel: "apns", ProviderID: "p-1", Accepted: 2, At: t1},
 		message.Delivered{DeviceID: "d1", Channel: "apns", At: t1},
+		message.DeliveredBatch{DeviceIDs: []string{"d1", "d2"}, Channel: "gateway", At: t1},
 		message.Opened{DeviceID: "d1", Channel: "apns", At: t1},
 		message.Failed{Attempt: 2, Channel: "fcm", Reason: "unavailable", Status: 503, Class: message.ClassTransient, Retryable: true, Final: true,
 			Alert: "attempts_exhausted", At: t1},
@@ -346,6 +347,7 @@ func decidedSamples(t *testing.T) []event {
 		message.StartAttempt{Channel: "apns"},
 		message.RecordSent{Attempt: 2, Channel: "apns", ProviderID: "p"},
 		message.RecordDelivered{DeviceID: "d1", Channel: "apns"},
+		message.RecordDeliveries{DeviceIDs: []string{"d2", "d1"}, Channel: "gateway"},
 		message.RecordOpened{DeviceID: "d2", Channel: "apns"},
 	} {
 		now := sendAt.Add(time.Duration(i) * time.Minute)

@@ -75,6 +75,18 @@ type RecordFailure struct {
 // RecordDelivered records a device acknowledgement (idempotent per device).
 type RecordDelivered struct{ DeviceID, Channel string }
 
+// RecordDeliveries records the acknowledgements of several devices in one
+// event (message.delivered.v2); devices that acknowledged before are
+// skipped, and nothing is recorded when none is new. At most
+// MaxDeliveriesPerEvent devices.
+type RecordDeliveries struct {
+	DeviceIDs []string
+	Channel   string
+}
+
+// MaxDeliveriesPerEvent bounds RecordDeliveries.
+const MaxDeliveriesPerEvent = 10000
+
 // RecordOpened records an open on a device (idempotent per device).
 type RecordOpened struct{ DeviceID, Channel string }
 
@@ -94,6 +106,7 @@ func (RecordSent) commandName() string      { return "record sent" }
 func (RecordFailure) commandName() string   { return "record failure" }
 func (RecordDelivered) commandName() string { return "record delivered" }
 func (RecordOpened) commandName() string    { return "record opened" }
+func (RecordDeliveries) commandName() string { return "record deliveries" }
 func (Expire) commandName() string          { return "expire" }
 func (Cancel) commandName() string          { return "cancel" }
 func (Resend) commandName() string          { return "resend" }
@@ -164,6 +177,25 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 			return nil, nil
 		}
 		out = append(out, Delivered{DeviceID: c.DeviceID, Channel: c.Channel, At: now})
+	case RecordDeliveries:
+		if len(c.DeviceIDs) > MaxDeliveriesPerEvent {
+			return nil, fmt.Errorf("%w: more than %d devices", ErrInvalid, MaxDeliveriesPerEvent)
+		}
+		var ids []string
+		for _, id := range c.DeviceIDs {
+			if id == "" {
+				return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
+			}
+			if _, done := m.Delivered[id]; !done {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			return nil, nil
+		}
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
+		out = append(out, DeliveredBatch{DeviceIDs: ids, Channel: c.Channel, At: now})
 	case RecordOpened:
 		if c.DeviceID == "" {
 			return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
@@ -291,6 +323,8 @@ func validText(c Command) bool {
 		return event.ValidUTF8(c.Channel, c.Reason, c.Class, c.Alert)
 	case RecordDelivered:
 		return event.ValidUTF8(c.DeviceID, c.Channel)
+	case RecordDeliveries:
+		return event.ValidUTF8(c.Channel) && event.ValidUTF8(c.DeviceIDs...)
 	case RecordOpened:
 		return event.ValidUTF8(c.DeviceID, c.Channel)
 	case Cancel:

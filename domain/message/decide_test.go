@@ -705,6 +705,54 @@ func sampleEvents() []message.Event {
 		message.ResendRequested{At: at(time.Hour).Add(123456789)},
 		message.Cancelled{At: at(time.Nanosecond)},
 		message.Sent{Attempt: 3, At: at(time.Hour).Add(123456789)},
+		message.DeliveredBatch{DeviceIDs: []string{"d1", "d2"}, Channel: "gateway", At: at(time.Minute)},
+	}
+}
+
+func TestRecordDeliveriesBatches(t *testing.T) {
+	m := message.Message{}
+	now := at(0)
+	for _, c := range []message.Command{
+		message.Accept{MessageID: "m1", AppID: "a1", Audience: message.Audience{Broadcast: true}, Data: json.RawMessage(`1`)},
+		message.StartAttempt{Channel: "gateway"},
+		message.RecordSent{Attempt: 1, Channel: "gateway", Accepted: 3},
+	} {
+		evs, err := message.Decide(&m, c, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if err := m.Evolve(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	evs, err := message.Decide(&m, message.RecordDeliveries{DeviceIDs: []string{"d3", "d1", "d3"}, Channel: "gateway"}, now)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("first batch: %v %v", evs, err)
+	}
+	if b := evs[0].(message.DeliveredBatch); !reflect.DeepEqual(b.DeviceIDs, []string{"d1", "d3"}) {
+		t.Fatalf("batch devices %v, want sorted and unique", b.DeviceIDs)
+	}
+	if err := m.Evolve(evs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if m.State != message.StateDelivered || len(m.Delivered) != 2 {
+		t.Fatalf("after the batch: %s, %v", m.State, m.Delivered)
+	}
+	// Devices seen before are skipped; nothing new, nothing recorded.
+	evs, err = message.Decide(&m, message.RecordDeliveries{DeviceIDs: []string{"d1", "d2"}, Channel: "gateway"}, now)
+	if err != nil || len(evs) != 1 || !reflect.DeepEqual(evs[0].(message.DeliveredBatch).DeviceIDs, []string{"d2"}) {
+		t.Fatalf("second batch: %v %v", evs, err)
+	}
+	if evs, err := message.Decide(&m, message.RecordDeliveries{DeviceIDs: []string{"d1"}, Channel: "gateway"}, now); err != nil || len(evs) != 0 {
+		t.Fatalf("repeat: %v %v", evs, err)
+	}
+	if _, err := message.Decide(&m, message.RecordDeliveries{DeviceIDs: []string{""}}, now); !errors.Is(err, message.ErrInvalid) {
+		t.Fatalf("empty id: %v", err)
+	}
+	if _, err := message.Decide(&m, message.RecordDeliveries{DeviceIDs: make([]string, message.MaxDeliveriesPerEvent+1)}, now); !errors.Is(err, message.ErrInvalid) {
+		t.Fatalf("too many: %v", err)
 	}
 }
 

@@ -20,6 +20,7 @@ const (
 	TypeSending         = "message.sending.v1"
 	TypeSent            = "message.sent.v1"
 	TypeDelivered       = "message.delivered.v1"
+	TypeDeliveredBatch  = "message.delivered.v2"
 	TypeOpened          = "message.opened.v1"
 	TypeFailed          = "message.failed.v1"
 	TypeExpired         = "message.expired.v1"
@@ -29,7 +30,7 @@ const (
 
 // EventTypes lists every persisted message event type.
 func EventTypes() []string {
-	return []string{TypeAccepted, TypeScheduled, TypeSending, TypeSent, TypeDelivered, TypeOpened, TypeFailed, TypeExpired, TypeCancelled, TypeResendRequested}
+	return []string{TypeAccepted, TypeScheduled, TypeSending, TypeSent, TypeDelivered, TypeDeliveredBatch, TypeOpened, TypeFailed, TypeExpired, TypeCancelled, TypeResendRequested}
 }
 
 // StreamPrefix is the ledger stream category of messages.
@@ -122,6 +123,16 @@ type Delivered struct {
 	At       time.Time `json:"at"`
 }
 
+// DeliveredBatch records the acknowledgements of several devices at once
+// (version 2 of delivered): a broadcast's acks are recorded in batches,
+// not one event per device. DeviceIDs are sorted, unique and not
+// acknowledged before.
+type DeliveredBatch struct {
+	DeviceIDs []string  `json:"device_ids"`
+	Channel   string    `json:"channel"`
+	At        time.Time `json:"at"`
+}
+
 // Opened records that a user opened the notification on a device.
 type Opened struct {
 	DeviceID string    `json:"device_id"`
@@ -186,6 +197,7 @@ func (Sending) EventType() string         { return TypeSending }
 func (Sent) EventType() string            { return TypeSent }
 func (Delivered) EventType() string       { return TypeDelivered }
 func (Opened) EventType() string          { return TypeOpened }
+func (DeliveredBatch) EventType() string  { return TypeDeliveredBatch }
 func (Failed) EventType() string          { return TypeFailed }
 func (Expired) EventType() string         { return TypeExpired }
 func (Cancelled) EventType() string       { return TypeCancelled }
@@ -208,6 +220,8 @@ func Decode(eventType string, data []byte) (Event, error) {
 		e, err = event.Decode[Delivered](data)
 	case TypeOpened:
 		e, err = event.Decode[Opened](data)
+	case TypeDeliveredBatch:
+		e, err = event.Decode[DeliveredBatch](data)
 	case TypeFailed:
 		e, err = event.Decode[Failed](data)
 	case TypeExpired:

@@ -143,6 +143,19 @@ func (m *Message) Evolve(e Event) error {
 			m.State = StateDelivered
 		}
 		m.UpdatedAt = e.At
+	case DeliveredBatch:
+		// In place, as for Delivered: a broadcast's stream folds many
+		// batches, and copying the map for each would be quadratic.
+		if m.Delivered == nil {
+			m.Delivered = make(map[string]time.Time, len(e.DeviceIDs))
+		}
+		for _, id := range e.DeviceIDs {
+			m.Delivered[id] = e.At
+		}
+		if m.State != StateOpened {
+			m.State = StateDelivered
+		}
+		m.UpdatedAt = e.At
 	case Opened:
 		if m.Opened == nil {
 			m.Opened = map[string]time.Time{}
@@ -187,7 +200,7 @@ func (m *Message) allows(e Event) error {
 			(m.State == StateFailed && !m.FinalFailure)) && e.Attempt == m.Attempt+1
 	case Sent:
 		ok = m.State == StateSending && e.Attempt == m.Attempt
-	case Delivered:
+	case Delivered, DeliveredBatch:
 		ok = m.State == StateSending || m.State == StateSent || m.State == StateDelivered || m.State == StateOpened ||
 			(m.State == StateFailed && !m.FinalFailure)
 	case Opened:

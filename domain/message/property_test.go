@@ -114,8 +114,10 @@ func drawCommand(t *rapid.T, m *message.Message, now time.Time) message.Command 
 			c.RetryAt = ptr(now.Add(rapid.SampledFrom([]time.Duration{0, time.Second, time.Hour}).Draw(t, "retry in")).In(rapid.SampledFrom(zones).Draw(t, "retry zone")))
 		}
 		return c
-	case 5, 6:
+	case 5:
 		return message.RecordDelivered{DeviceID: device(), Channel: channel()}
+	case 6:
+		return message.RecordDeliveries{DeviceIDs: rapid.SliceOfN(rapid.Custom(func(t *rapid.T) string { return device() }), 0, 4).Draw(t, "devices"), Channel: channel()}
 	case 7:
 		return message.RecordOpened{DeviceID: device(), Channel: channel()}
 	case 8, 9:
@@ -203,7 +205,7 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 					if acksOnly {
 						t.Fatal("failure after delivery")
 					}
-				case message.Delivered, message.Opened:
+				case message.Delivered, message.DeliveredBatch, message.Opened:
 				default:
 					if acksOnly {
 						t.Fatalf("%s after delivery", e.EventType())
@@ -227,7 +229,7 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 					if m.FinalFailure || m.Terminal() {
 						t.Fatalf("state after a resend: %+v", m)
 					}
-				case message.Delivered, message.Opened:
+				case message.Delivered, message.DeliveredBatch, message.Opened:
 					acksOnly = true
 				}
 				if m.FinalFailure != failed {
@@ -247,7 +249,7 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 			}
 			// Acknowledgements are idempotent.
 			switch cmd.(type) {
-			case message.RecordDelivered, message.RecordOpened:
+			case message.RecordDelivered, message.RecordDeliveries, message.RecordOpened:
 				again, err := message.Decide(&m, cmd, drawNow(t, now))
 				if err != nil || len(again) != 0 {
 					t.Fatalf("repeated %#v: %v, %v", cmd, again, err)
