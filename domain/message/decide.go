@@ -100,16 +100,16 @@ type Cancel struct{ Reason string }
 // acknowledged, or that failed (finally or not), before its expiry.
 type Resend struct{ Reason string }
 
-func (Accept) commandName() string          { return "accept" }
-func (StartAttempt) commandName() string    { return "start attempt" }
-func (RecordSent) commandName() string      { return "record sent" }
-func (RecordFailure) commandName() string   { return "record failure" }
-func (RecordDelivered) commandName() string { return "record delivered" }
-func (RecordOpened) commandName() string    { return "record opened" }
+func (Accept) commandName() string           { return "accept" }
+func (StartAttempt) commandName() string     { return "start attempt" }
+func (RecordSent) commandName() string       { return "record sent" }
+func (RecordFailure) commandName() string    { return "record failure" }
+func (RecordDelivered) commandName() string  { return "record delivered" }
+func (RecordOpened) commandName() string     { return "record opened" }
 func (RecordDeliveries) commandName() string { return "record deliveries" }
-func (Expire) commandName() string          { return "expire" }
-func (Cancel) commandName() string          { return "cancel" }
-func (Resend) commandName() string          { return "resend" }
+func (Expire) commandName() string           { return "expire" }
+func (Cancel) commandName() string           { return "cancel" }
+func (Resend) commandName() string           { return "resend" }
 
 // Decide returns the events that command c produces on m at time now, or a
 // typed error. An empty slice and nil error means the command is already
