@@ -19,6 +19,9 @@ type CreateAppRequest struct {
 	Name string `json:"name"`
 	// WebhookURL, when set, configures the webhook channel at priority 100.
 	WebhookURL string `json:"webhook_url,omitempty"`
+	// Gateway, when set, enables delivery through the device gateway, at
+	// priority 0 (tried first).
+	Gateway bool `json:"gateway,omitempty"`
 }
 
 // CreatedApp answers POST /admin/v1/apps: the only time the secret is shown.
@@ -78,6 +81,11 @@ func (s *Server) createApp(c echo.Context) error {
 	a, res, err := s.deps.Commands.App(ctx, id, app.Create{AppID: id, Name: r.Name, AppKey: key, SecretCiphertext: s.deps.Box.Seal([]byte(secret), []byte(id))})
 	if err != nil {
 		return err
+	}
+	if r.Gateway {
+		if _, res, err = s.deps.Commands.App(ctx, id, app.ConfigureChannel{Channel: "gateway", Config: app.ChannelConfig{Enabled: true}}); err != nil {
+			return err
+		}
 	}
 	if r.WebhookURL != "" {
 		cfg := app.ChannelConfig{Enabled: true, Priority: 100, Settings: map[string]string{"url": r.WebhookURL}}

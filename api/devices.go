@@ -2,10 +2,13 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/pushledger/pushledger/api/signing"
 
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/device"
@@ -155,4 +158,57 @@ func (s *Server) postLogout(c echo.Context) error {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
+}
+
+// Gateway issues device credentials for the device gateway.
+type Gateway interface {
+	// IssueCredential issues the credential of device of the app with
+	// appKey, and says where and how to connect: the gateway's address and
+	// the server key to pin (nil on plain TCP).
+	IssueCredential(appKey, device string) (credential []byte, addr string, serverKey []byte, err error)
+}
+
+// DeviceCredential answers POST /v1/devices/{id}/credential.
+type DeviceCredential struct {
+	DeviceID   string `json:"device_id"`
+	Credential string `json:"credential"`
+	// GatewayAddr is the gateway's host:port.
+	GatewayAddr string `json:"gateway_addr"`
+	// ServerKey is the gateway's Noise public key (standard base64), which
+	// the device pins; absent when the gateway runs plain TCP.
+	ServerKey string `json:"server_key,omitempty"`
+}
+
+// postCredential issues a registered, active device's gateway credential:
+// the app's backend fetches it and hands it to the device, which presents
+// it at CONNECT (docs/gateway-protocol.md).
+func (s *Server) postCredential(c echo.Context) error {
+	id, err := s.deviceID(c)
+	if err != nil {
+		return err
+	}
+	if s.deps.Gateway == nil {
+		return problem(http.StatusServiceUnavailable, SlugUnavailable, "Gateway off", "this server runs no device gateway")
+	}
+	v, err := s.reg.Device(appID(c), id)
+	if err != nil {
+		return err
+	}
+	if !v.Active {
+		return problem(http.StatusConflict, SlugInvalidTransition, "Not allowed in the current state", "the device is logged out; register it again")
+	}
+	cr, _ := signing.FromContext(c)
+	a, ok := s.deps.Apps.ByID(cr.AppID)
+	if !ok {
+		return problem(http.StatusNotFound, SlugNotFound, "Not found", "no such app")
+	}
+	cred, addr, key, err := s.deps.Gateway.IssueCredential(a.Key, id)
+	if err != nil {
+		return err
+	}
+	out := DeviceCredential{DeviceID: id, Credential: string(cred), GatewayAddr: addr}
+	if key != nil {
+		out.ServerKey = base64.StdEncoding.EncodeToString(key)
+	}
+	return c.JSON(http.StatusOK, out)
 }

@@ -64,6 +64,8 @@ type Deps struct {
 	Devices  *projections.Runner // the device registry's runner
 	Box      *secretbox.Box
 	Nonces   signing.NonceStore
+	// Gateway issues device credentials; nil when the gateway is off.
+	Gateway Gateway
 }
 
 // Server is the REST API.
@@ -160,6 +162,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	v1.DELETE("/devices/:id/alias", s.deleteAlias, auth)
 	v1.POST("/devices/:id/tags", s.postTags, auth)
 	v1.POST("/devices/:id/logout", s.postLogout, auth)
+	v1.POST("/devices/:id/credential", s.postCredential, auth)
 
 	admin := e.Group("/admin/v1", s.adminAuth)
 	admin.POST("/apps", s.createApp)

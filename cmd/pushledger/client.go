@@ -60,8 +60,9 @@ func appCmd() *cobra.Command {
 			}
 			name, _ := cmd.Flags().GetString("name")
 			hook, _ := cmd.Flags().GetString("webhook-url")
+			gw, _ := cmd.Flags().GetBool("gateway")
 			var out api.CreatedApp
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: name, WebhookURL: hook}, &out); err != nil {
+			if err := cl.Do(cmd.Context(), http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: name, WebhookURL: hook, Gateway: gw}, &out); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
@@ -72,6 +73,7 @@ func appCmd() *cobra.Command {
 	}
 	create.Flags().String("name", "", "app name (required)")
 	create.Flags().String("webhook-url", "", "deliver this app's pushes to a webhook at this URL")
+	create.Flags().Bool("gateway", false, "deliver this app's pushes through the device gateway first (pushledger device run)")
 	_ = create.MarkFlagRequired("name")
 	list := &cobra.Command{
 		Use: "list", Short: "List apps", Args: cobra.NoArgs,
@@ -140,7 +142,7 @@ func deviceCmd() *cobra.Command {
 	f.String("alias", "", "bind this user alias")
 	f.StringSlice("tag", nil, "add tags (repeatable)")
 	_ = reg.MarkFlagRequired("id")
-	root.AddCommand(reg)
+	root.AddCommand(reg, deviceRunCmd())
 	return root
 }
 

@@ -26,6 +26,7 @@ type Config struct {
 	Log        LogConfig      `koanf:"log"`
 	Webhook    WebhookConfig  `koanf:"webhook"`
 	Delivery   DeliveryConfig `koanf:"delivery"`
+	Gateway    GatewayConfig  `koanf:"gateway"`
 	// Client settings of the CLI.
 	URL       string `koanf:"url"`
 	AppKey    string `koanf:"app_key"`
@@ -43,6 +44,16 @@ type LogConfig struct {
 
 type WebhookConfig struct {
 	Timeout time.Duration `koanf:"timeout"`
+}
+
+// GatewayConfig configures the device gateway.
+type GatewayConfig struct {
+	// Addr is the listen address (host:port), or "off".
+	Addr string `koanf:"addr"`
+	// Plain turns the Noise encryption off.
+	Plain bool `koanf:"plain"`
+	// ProxyProtocol expects a PROXY protocol v2 header on every connection.
+	ProxyProtocol bool `koanf:"proxy_protocol"`
 }
 
 // DeliveryConfig configures the delivery sagas.
@@ -87,6 +98,7 @@ func defaults() map[string]any {
 		"log.format":       "text",
 		"webhook.timeout":  "10s",
 		"delivery.runners": 1,
+		"gateway.addr":     "127.0.0.1:7100",
 		"url":              "http://127.0.0.1:8080",
 	}
 }
@@ -97,12 +109,13 @@ var envKeys = map[string]string{
 	"HTTP_ADDR": "http.addr", "LOG_LEVEL": "log.level", "LOG_FORMAT": "log.format",
 	"WEBHOOK_TIMEOUT": "webhook.timeout", "URL": "url", "APP_KEY": "app_key", "APP_SECRET": "app_secret",
 	"RUNNERS": "delivery.runners", "DELIVERY_POLICY": "delivery.policy",
+	"GATEWAY_ADDR": "gateway.addr", "GATEWAY_PLAIN": "gateway.plain", "GATEWAY_PROXY_PROTOCOL": "gateway.proxy_protocol",
 }
 
 // flagKeys maps flag names to config keys.
 var flagKeys = map[string]string{
 	"data-dir": "data_dir", "http-addr": "http.addr", "log-level": "log.level", "url": "url",
-	"app-key": "app_key", "app-secret": "app_secret", "admin-token": "admin_token",
+	"app-key": "app_key", "app-secret": "app_secret", "admin-token": "admin_token", "gateway-addr": "gateway.addr",
 }
 
 func loadConfig(flags *pflag.FlagSet) (Config, error) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -78,7 +79,16 @@ func logger(c Config, w io.Writer) *slog.Logger {
 func platformConfig(c Config, log *slog.Logger) platform.Config {
 	pol, _ := c.Delivery.PolicyJSON() // checked by loadConfig
 	return platform.Config{DataDir: c.DataDir, AdminToken: c.AdminToken, SecretKey: c.SecretKey, WebhookTimeout: c.Webhook.Timeout,
-		Runners: c.Delivery.Runners, DeliveryPolicy: pol, Logger: log}
+		Runners: c.Delivery.Runners, DeliveryPolicy: pol, Logger: log,
+		GatewayAddr: gatewayAddr(c.Gateway.Addr), GatewayPlain: c.Gateway.Plain, GatewayProxyProtocol: c.Gateway.ProxyProtocol}
+}
+
+// gatewayAddr turns host:port into gnet's form.
+func gatewayAddr(a string) string {
+	if a == "off" || strings.Contains(a, "://") {
+		return a
+	}
+	return "tcp://" + a
 }
 
 // reloadConfig reloads the configuration and applies what can change at
@@ -151,6 +161,7 @@ func serveCmd() *cobra.Command {
 	}
 	cmd.Flags().String("http-addr", "", "HTTP listen address (default 127.0.0.1:8080)")
 	cmd.Flags().String("log-level", "", "debug, info, warn or error")
+	cmd.Flags().String("gateway-addr", "", "device gateway listen address, or off (default 127.0.0.1:7100)")
 	cmd.Flags().StringSlice("roles", []string{"api", "dispatcher"}, "roles of this process: api (REST and read models), dispatcher")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -238,5 +239,59 @@ func TestDeliveryConfigFromEnvironment(t *testing.T) {
 	t.Setenv("PUSHLEDGER_RUNNERS", "0")
 	if _, err := loadConfig(cmd.Flags()); err == nil || !strings.Contains(err.Error(), "delivery.runners") {
 		t.Fatalf("0 runners: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestDeviceRun: "pushledger device run" registers simulated devices, gets
+// their credentials, connects them to the gateway and prints what they
+// receive; their acknowledgements make the message delivered.
+func TestDeviceRun(t *testing.T) {
+	in := platformtest.Start(t, "")
+	env := map[string]string{"PUSHLEDGER_URL": in.URL, "PUSHLEDGER_ADMIN_TOKEN": in.P.AdminToken}
+	out, err := run(t, env, "app", "create", "--name", "sim", "--gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env["PUSHLEDGER_APP_KEY"], env["PUSHLEDGER_APP_SECRET"] = field(out, "app_key"), field(out, "app_secret")
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	var devOut syncBuffer
+	root := newRoot(&devOut, &bytes.Buffer{})
+	root.SetArgs([]string{"device", "run", "--count", "2", "--prefix", "sim-"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	defer func() { cancel(); <-done }()
+	platformtest.Eventually(t, 10*time.Second, "devices online", func() bool {
+		return in.P.Gateway.Online(env["PUSHLEDGER_APP_KEY"], "sim-1") && in.P.Gateway.Online(env["PUSHLEDGER_APP_KEY"], "sim-2")
+	})
+	out, err = run(t, env, "send", "--device", "sim-2", "--title", "Hello", "--body", "device")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(out)
+	platformtest.Eventually(t, 10*time.Second, "printed by the device", func() bool {
+		return strings.Contains(devOut.String(), "sim-2  "+id+`  "Hello" "device"`)
+	})
+	platformtest.Eventually(t, 10*time.Second, "delivered", func() bool {
+		out, err := run(t, env, "history", id)
+		return err == nil && strings.Contains(out, "message.delivered.v2")
+	})
+	if strings.Contains(devOut.String(), "sim-1  "+id) {
+		t.Error("sim-1 got sim-2's push")
 	}
 }

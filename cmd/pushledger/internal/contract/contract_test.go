@@ -7,6 +7,7 @@ package contract_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -426,6 +427,15 @@ func TestContract(t *testing.T) {
 		c.fails(req{method: "DELETE", path: "/v1/devices/phone-9/alias", app: &A}, 404, api.SlugNotFound)
 		c.fails(req{method: "POST", path: "/v1/devices/phone-9/tags", app: &A, body: message{"add": []string{"x"}}}, 404, api.SlugNotFound)
 		c.fails(req{method: "POST", path: "/v1/devices/phone-9/logout", app: &A}, 404, api.SlugNotFound)
+
+		// A gateway credential for a registered device.
+		var cred api.DeviceCredential
+		c.ok(req{method: "POST", path: "/v1/devices/phone-1/credential", app: &A}, 200, &cred)
+		key, err := base64.StdEncoding.DecodeString(cred.ServerKey)
+		if cred.DeviceID != "phone-1" || !strings.HasPrefix(cred.Credential, "v1.") || cred.GatewayAddr == "" || err != nil || len(key) != 32 {
+			t.Errorf("credential %+v (server key: %v)", cred, err)
+		}
+		c.fails(req{method: "POST", path: "/v1/devices/phone-9/credential", app: &A}, 404, api.SlugNotFound)
 	})
 
 	// --- Messages -----------------------------------------------------------
@@ -815,6 +825,7 @@ func TestContract(t *testing.T) {
 		c.fails(req{method: "POST", path: "/v1/devices/phone-1/tags", app: &B, body: message{"add": []string{"x"}}}, 404, api.SlugNotFound)
 		c.fails(req{method: "DELETE", path: "/v1/devices/phone-1/alias", app: &B}, 404, api.SlugNotFound)
 		c.fails(req{method: "POST", path: "/v1/devices/phone-1/logout", app: &B}, 404, api.SlugNotFound)
+		c.fails(req{method: "POST", path: "/v1/devices/phone-1/credential", app: &B}, 404, api.SlugNotFound)
 		// B sending to A's devices, users or tags: nobody.
 		c.fails(req{method: "POST", path: "/v1/messages", app: &B, body: message{"audience": message{"device_ids": []string{"phone-1"}}, "notification": notif("x")}}, 422, api.SlugEmptyAudience)
 		c.fails(req{method: "POST", path: "/v1/messages", app: &B, body: message{"audience": message{"aliases": []string{"alice"}}, "notification": notif("x")}}, 422, api.SlugEmptyAudience)
@@ -868,6 +879,7 @@ func TestContract(t *testing.T) {
 			t.Errorf("logged out %+v, want inactive with its tags", d)
 		}
 		c.fails(req{method: "POST", path: "/v1/devices/phone-2/logout", app: &A}, 404, api.SlugNotFound)
+		c.fails(req{method: "POST", path: "/v1/devices/phone-2/credential", app: &A}, 409, api.SlugInvalidTransition)
 		c.fails(req{method: "POST", path: "/v1/messages", app: &A, body: message{"audience": message{"device_ids": []string{"phone-2"}}, "notification": notif("x")}}, 422, api.SlugEmptyAudience)
 		c.ok(req{method: "PUT", path: "/v1/devices/phone-2", app: &A, body: message{"platform": "ios"}}, 200, &d)
 		if !d.Active {
@@ -1116,6 +1128,7 @@ func TestContractSchemasMatchGoTypes(t *testing.T) {
 		"Problem":          api.Problem{},
 		"ProblemField":     api.ProblemField{},
 		"ReasonRequest":    api.ReasonRequest{},
+		"DeviceCredential": api.DeviceCredential{},
 		"PolicyView":       api.PolicyView{},
 		"DeliveryPolicy":   policy.Config{},
 		"ChannelPolicy":    policy.ChannelPolicy{},

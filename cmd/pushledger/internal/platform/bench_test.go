@@ -36,7 +36,7 @@ var restClients = flag.Int("rest.clients", 64, "BenchmarkREST: concurrent client
 
 func BenchmarkREST(b *testing.B) {
 	clients := *restClients
-	p, err := platform.Open(platform.Config{DataDir: b.TempDir(), NoDispatcher: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p, err := platform.Open(platform.Config{GatewayAddr: "off", DataDir: b.TempDir(), NoDispatcher: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pushledger/pushledger/adapters/channels"
+	gatewaych "github.com/pushledger/pushledger/adapters/channels/gateway"
 	"github.com/pushledger/pushledger/adapters/channels/webhook"
 	"github.com/pushledger/pushledger/adapters/kv/pebblekv"
 	"github.com/pushledger/pushledger/adapters/ledger"
@@ -32,6 +34,7 @@ import (
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/domain/settings"
+	"github.com/pushledger/pushledger/gateway"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/sagas"
 )
@@ -54,6 +57,16 @@ type Config struct {
 	// (role "api" only), e.g. to measure accepts alone or to split roles
 	// across processes. Default false: every role.
 	NoDispatcher bool
+	// GatewayAddr is the device gateway's listen address in gnet form
+	// ("tcp://127.0.0.1:7100"; port 0 picks one, Platform.Gateway.Addr
+	// tells which), or "off". Default "tcp://127.0.0.1:7100".
+	GatewayAddr string
+	// GatewayPlain turns the gateway's Noise encryption off (plain TCP,
+	// e.g. behind a TLS-terminating load balancer with PROXY protocol).
+	GatewayPlain bool
+	// GatewayProxyProtocol expects a PROXY protocol v2 header on every
+	// gateway connection.
+	GatewayProxyProtocol bool
 	// SendTimeout bounds one channel send by the delivery runners; it must
 	// stay below the delivery policy's attempt timeout. Default 15 s.
 	SendTimeout time.Duration
@@ -77,18 +90,24 @@ type Config struct {
 
 // Platform is a running embedded pushledger.
 type Platform struct {
-	cfg        Config
-	log        *slog.Logger
-	Ledger     *pebbleledger.Store
-	State      *pebblekv.Store
-	Commands   *commands.Handler
-	Apps       *projections.Apps
-	Devices    *projections.Runner
-	Messages   *projections.Runner
-	Runners    []*sagas.Runner
-	policy     atomic.Pointer[policy.Config]
-	API        *api.Server
-	AdminToken string
+	cfg      Config
+	log      *slog.Logger
+	Ledger   *pebbleledger.Store
+	State    *pebblekv.Store
+	Commands *commands.Handler
+	Apps     *projections.Apps
+	Devices  *projections.Runner
+	Messages *projections.Runner
+	Runners  []*sagas.Runner
+	// Gateway is the device gateway (nil when off); GatewayChannel
+	// delivers through it; Credentials issues device credentials.
+	Gateway        *gateway.Server
+	GatewayChannel *gatewaych.Channel
+	Credentials    *gateway.Credentials
+	noisePub       []byte
+	policy         atomic.Pointer[policy.Config]
+	API            *api.Server
+	AdminToken     string
 }
 
 // Open opens the stores and builds every part; Run starts them.
@@ -154,6 +173,16 @@ func Open(cfg Config) (*Platform, error) {
 		Name: "pushledger_delivery_alerts_total", Help: "Messages that failed finally with an alert, by reason.",
 	}, []string{"reason"})
 	reg.MustRegister(alerts)
+	chans := []channels.Channel{wh}
+	if cfg.GatewayAddr == "" {
+		cfg.GatewayAddr = "tcp://127.0.0.1:7100"
+	}
+	if cfg.GatewayAddr != "off" {
+		if err := p.openGateway(cfg); err != nil {
+			return fail(err)
+		}
+		chans = append(chans, p.GatewayChannel)
+	}
 	leases := sagas.NewMemoryLeases(cfg.Now)
 	for i := range max(cfg.Runners, 1) {
 		r, err := sagas.NewRunner(sagas.Config{
@@ -162,7 +191,7 @@ func Open(cfg Config) (*Platform, error) {
 				alerts.WithLabelValues(a.Reason).Inc()
 				cfg.Logger.Warn("delivery alert", "message", a.MessageID, "app", a.AppID, "attempt", a.Attempt, "reason", a.Reason)
 			},
-		}, p.Ledger, p.Commands, p.Apps, box, p.State, leases, wh)
+		}, p.Ledger, p.Commands, p.Apps, box, p.State, leases, chans...)
 		if err != nil {
 			return fail(err)
 		}
@@ -175,11 +204,102 @@ func Open(cfg Config) (*Platform, error) {
 	p.registerPositions(reg)
 	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Policy: p.DefaultPolicy, Registerer: reg}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
-		Nonces: nonces,
+		Nonces: nonces, Gateway: p.gatewayIssuer(),
 	}); err != nil {
 		return fail(err)
 	}
 	return p, nil
+}
+
+// openGateway builds the device gateway, its credentials (the key is
+// generated into DataDir/gateway.key unless present) and its channel.
+func (p *Platform) openGateway(cfg Config) error {
+	credHex, err := fileSecret("", filepath.Join(cfg.DataDir, "gateway.key"), cfg.Logger)
+	if err != nil {
+		return err
+	}
+	credKey, err := hex.DecodeString(credHex)
+	if err != nil {
+		return fmt.Errorf("gateway.key: %w", err)
+	}
+	if p.Credentials, err = gateway.NewCredentials([]gateway.CredentialKey{{ID: "k1", Secret: credKey}}); err != nil {
+		return err
+	}
+	gcfg := gateway.Config{Addr: cfg.GatewayAddr, ProxyProtocol: cfg.GatewayProxyProtocol, Logger: cfg.Logger}
+	if !cfg.GatewayPlain {
+		noiseHex, err := fileSecret("", filepath.Join(cfg.DataDir, "gateway-noise.key"), cfg.Logger)
+		if err != nil {
+			return err
+		}
+		if gcfg.NoiseKey, err = hex.DecodeString(noiseHex); err != nil {
+			return fmt.Errorf("gateway-noise.key: %w", err)
+		}
+		if p.noisePub, err = gateway.NoisePublicKey(gcfg.NoiseKey); err != nil {
+			return err
+		}
+	}
+	if p.GatewayChannel, err = gatewaych.New(gatewaych.Config{
+		Outbox: gatewaych.NewOutbox(p.State), Apps: p.Apps, Devices: projections.Registry{Store: p.State},
+		Recorder: p.Commands, Now: cfg.Now, Logger: cfg.Logger,
+	}); err != nil {
+		return err
+	}
+	if p.Gateway, err = gateway.New(gcfg, deviceAuth{creds: p.Credentials, apps: p.Apps}, p.GatewayChannel); err != nil {
+		return err
+	}
+	p.GatewayChannel.SetServer(p.Gateway)
+	return nil
+}
+
+// deviceAuth accepts a device whose credential verifies and whose app
+// exists: no I/O, as the gateway's event loops require.
+type deviceAuth struct {
+	creds *gateway.Credentials
+	apps  *projections.Apps
+}
+
+func (d deviceAuth) Authenticate(appKey, deviceID string, credential []byte, now time.Time) error {
+	if err := d.creds.Verify(appKey, deviceID, credential, now); err != nil {
+		return err
+	}
+	if _, ok := d.apps.ByKey(appKey); !ok {
+		return gateway.ErrAuthFailed
+	}
+	return nil
+}
+
+// GatewayInfo is what a device needs to connect: the credential is issued
+// per device (IssueCredential).
+type GatewayInfo struct {
+	Addr      string
+	ServerKey []byte // the Noise public key to pin; nil on plain TCP
+}
+
+// IssueCredential issues device's credential for the app with key.
+func (p *Platform) IssueCredential(appKey, device string) (credential []byte, info GatewayInfo, err error) {
+	if p.Gateway == nil {
+		return nil, info, errors.New("the gateway is off")
+	}
+	info.ServerKey = p.noisePub
+	if a := p.Gateway.Addr(); a != nil {
+		info.Addr = a.String()
+	}
+	return p.Credentials.Issue(appKey, device), info, nil
+}
+
+// gatewayIssuer is the API's view of the gateway, or nil when it is off.
+func (p *Platform) gatewayIssuer() api.Gateway {
+	if p.Gateway == nil {
+		return nil
+	}
+	return issuer{p}
+}
+
+type issuer struct{ p *Platform }
+
+func (i issuer) IssueCredential(appKey, device string) ([]byte, string, []byte, error) {
+	cred, info, err := i.p.IssueCredential(appKey, device)
+	return cred, info.Addr, info.ServerKey, err
 }
 
 // DefaultPolicy is the platform's default delivery policy in force.
@@ -302,6 +422,14 @@ func (p *Platform) Run(ctx context.Context, ln net.Listener) error {
 	}
 	if err := p.waitApps(ctx, last); err != nil {
 		return err
+	}
+	if p.Gateway != nil {
+		start("gateway", p.Gateway.Run)
+		start("gateway channel", p.GatewayChannel.Run)
+		select { // pushes need the engine running
+		case <-p.Gateway.Ready():
+		case <-ctx.Done():
+		}
 	}
 	if !p.cfg.NoDispatcher {
 		for i, r := range p.Runners {

@@ -58,7 +58,7 @@ func serveForever(dir string) {
 	pol := platformtest.FastPolicy()
 	pol.AttemptTimeout = 3 * time.Second
 	p, err := platform.Open(platform.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		WebhookTimeout: time.Second, SendTimeout: time.Second, Policy: func() policy.Config { return pol }})
+		WebhookTimeout: time.Second, SendTimeout: time.Second, GatewayAddr: "tcp://127.0.0.1:0", Policy: func() policy.Config { return pol }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

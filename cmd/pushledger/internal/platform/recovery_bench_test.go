@@ -66,7 +66,7 @@ func BenchmarkRecovery(b *testing.B) {
 	var ready, open, serving time.Duration
 	for range b.N {
 		t0 := time.Now()
-		p, err := platform.Open(platform.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		p, err := platform.Open(platform.Config{GatewayAddr: "off", DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func BenchmarkRecovery(b *testing.B) {
 func buildRecoveryData(b *testing.B, dir string, events, timers int) {
 	b.Helper()
 	start := time.Now()
-	p, err := platform.Open(platform.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	p, err := platform.Open(platform.Config{GatewayAddr: "off", DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}

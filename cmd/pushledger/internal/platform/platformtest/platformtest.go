@@ -67,6 +67,9 @@ func StartWith(t testing.TB, cfg platform.Config) *Instance {
 	if cfg.Policy == nil {
 		cfg.Policy = FastPolicy
 	}
+	if cfg.GatewayAddr == "" {
+		cfg.GatewayAddr = "tcp://127.0.0.1:0"
+	}
 	dir := cfg.DataDir
 	p, err := platform.Open(cfg)
 	if err != nil {

@@ -1,0 +1,348 @@
+// Package gatewaych makes pushledger's own long-connection gateway
+// (package gateway) a delivery channel: Send pushes to the devices that
+// are online and keeps the push in a store-and-forward outbox for the
+// others, which get it when they connect; the devices' acknowledgements
+// and opens come back through the gateway's Handler and are recorded in
+// the ledger, the acknowledgements in batches (message.delivered.v2).
+package gatewaych
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pushledger/pushledger/adapters/channels"
+	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/domain/app"
+	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/policy"
+	"github.com/pushledger/pushledger/gateway"
+	"github.com/pushledger/pushledger/gateway/wire"
+	"github.com/pushledger/pushledger/projections"
+)
+
+// Name is the channel's name.
+const Name = policy.ChannelGateway
+
+// Apps maps app ids to apps and app keys to apps.
+type Apps interface {
+	ByID(id string) (*app.App, bool)
+	ByKey(key string) (*app.App, bool)
+}
+
+// Devices lists an app's devices (for broadcasts).
+type Devices interface {
+	All(app string, fn func(v projections.DeviceView) bool) error
+}
+
+// Recorder records acknowledgements and opens (commands.Handler).
+type Recorder interface {
+	Message(ctx context.Context, id string, cmd message.Command) (message.Message, commands.Result, error)
+}
+
+// Pusher is the gateway server's delivery side (*gateway.Server).
+type Pusher interface {
+	Push(appKey, deviceID string, id wire.MessageID, flags wire.PushFlags, payload []byte) (online bool, err error)
+}
+
+// Config of a Channel.
+type Config struct {
+	Outbox   *Outbox
+	Apps     Apps
+	Devices  Devices
+	Recorder Recorder
+	// FlushInterval is how long acknowledgements are gathered before they
+	// are recorded (one event per message per flush). Default 20 ms.
+	FlushInterval time.Duration
+	// Now is the clock. Default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Channel is the gateway as a delivery channel, and the gateway's Handler.
+// Attach the server with SetServer before it starts.
+type Channel struct {
+	cfg Config
+	srv Pusher
+
+	mu      sync.Mutex
+	acks    map[string]map[string]struct{} // message id -> devices
+	pending map[ackKey][]wire.MessageID    // (app, device) -> ids to drop from the outbox
+	opens   []open
+	kick    chan struct{}
+
+	work chan func()
+}
+
+type ackKey struct{ app, device string }
+
+type open struct{ message, device string }
+
+// New returns the channel. Run must run for acknowledgements to be
+// recorded and connecting devices to get their waiting pushes.
+func New(cfg Config) (*Channel, error) {
+	if cfg.Outbox == nil || cfg.Apps == nil || cfg.Devices == nil || cfg.Recorder == nil {
+		return nil, errors.New("gatewaych: needs an outbox, apps, devices and a recorder")
+	}
+	if cfg.FlushInterval <= 0 {
+		cfg.FlushInterval = 20 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Channel{cfg: cfg, acks: map[string]map[string]struct{}{}, pending: map[ackKey][]wire.MessageID{},
+		kick: make(chan struct{}, 1), work: make(chan func(), 4096)}, nil
+}
+
+// SetServer attaches the gateway server pushes go through.
+func (c *Channel) SetServer(p Pusher) { c.srv = p }
+
+// Name implements channels.Channel.
+func (c *Channel) Name() string { return Name }
+
+// Payload is the JSON payload of a PUSH (docs/gateway-protocol.md).
+type Payload struct {
+	Notification *message.Notification `json:"notification,omitempty"`
+	Data         json.RawMessage       `json:"data,omitempty"`
+	CollapseID   string                `json:"collapse_id,omitempty"`
+	ExpiresAt    *time.Time            `json:"expires_at,omitempty"`
+}
+
+// Send implements channels.Channel: the push goes to every target that is
+// online now, and waits in the outbox for the others (and for those that
+// do not acknowledge it). A push without targets is a broadcast to every
+// active device of the app.
+func (c *Channel) Send(_ context.Context, p channels.Push) (channels.Result, error) {
+	now := c.cfg.Now()
+	if !p.ExpiresAt.IsZero() && !now.Before(p.ExpiresAt) {
+		return channels.Result{}, channels.ErrExpired
+	}
+	if c.srv == nil {
+		return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "gateway_not_running"}
+	}
+	id, err := wire.ParseMessageID(p.MessageID)
+	if err != nil {
+		return channels.Result{}, &channels.SendError{Class: channels.Permanent, Reason: "bad_message_id", Err: err}
+	}
+	a, ok := c.cfg.Apps.ByID(p.AppID)
+	if !ok {
+		return channels.Result{}, &channels.SendError{Class: channels.Permanent, Reason: "unknown_app"}
+	}
+	pl := Payload{Data: p.Data, CollapseID: p.CollapseID}
+	if p.Title != "" || p.Body != "" {
+		pl.Notification = &message.Notification{Title: p.Title, Body: p.Body}
+	}
+	if !p.ExpiresAt.IsZero() {
+		t := p.ExpiresAt.UTC()
+		pl.ExpiresAt = &t
+	}
+	payload, err := json.Marshal(pl)
+	if err != nil {
+		return channels.Result{}, &channels.SendError{Class: channels.Permanent, Reason: "invalid_data", Err: err}
+	}
+	var flags wire.PushFlags
+	if p.Priority == message.PriorityHigh {
+		flags |= wire.PushHighPriority
+	}
+	if p.Attempt > 1 {
+		flags |= wire.PushRedelivery
+	}
+	e := Entry{ID: id, ExpiresAt: p.ExpiresAt, Flags: flags, Payload: payload}
+	push := func(device string) error {
+		_, err := c.srv.Push(a.Key, device, id, flags, payload)
+		return err
+	}
+	if len(p.Targets) == 0 {
+		if err := c.cfg.Outbox.PutBroadcast(a.ID, e); err != nil {
+			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
+		}
+		n := 0
+		err := c.cfg.Devices.All(a.ID, func(v projections.DeviceView) bool {
+			if v.Active {
+				n++
+				if err := push(v.DeviceID); err != nil {
+					c.cfg.Logger.Debug("gateway push", "device", v.DeviceID, "err", err)
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "registry", Err: err}
+		}
+		return channels.Result{Accepted: max(n, 1)}, nil
+	}
+	for _, t := range p.Targets {
+		if err := c.cfg.Outbox.Put(a.ID, t.DeviceID, e); err != nil {
+			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
+		}
+		if err := push(t.DeviceID); err != nil {
+			// A slow or vanished connection: the push waits in the outbox.
+			c.cfg.Logger.Debug("gateway push", "device", t.DeviceID, "err", err)
+		}
+	}
+	return channels.Result{Accepted: len(p.Targets)}, nil
+}
+
+// OnConnect implements gateway.Handler: the device gets what waits for it.
+func (c *Channel) OnConnect(conn gateway.Conn, lastAcked wire.MessageID) {
+	if !lastAcked.IsZero() {
+		c.OnAck(conn, []wire.MessageID{lastAcked})
+	}
+	key, device := conn.AppKey, conn.DeviceID
+	c.submit(func() { c.flush(key, device) })
+}
+
+// OnAck implements gateway.Handler.
+func (c *Channel) OnAck(conn gateway.Conn, ids []wire.MessageID) {
+	c.mu.Lock()
+	k := ackKey{conn.AppKey, conn.DeviceID}
+	for _, id := range ids {
+		s := id.String()
+		set := c.acks[s]
+		if set == nil {
+			set = map[string]struct{}{}
+			c.acks[s] = set
+		}
+		set[conn.DeviceID] = struct{}{}
+		c.pending[k] = append(c.pending[k], id)
+	}
+	c.mu.Unlock()
+}
+
+// OnOpened implements gateway.Handler: an open implies delivery.
+func (c *Channel) OnOpened(conn gateway.Conn, ids []wire.MessageID) {
+	c.OnAck(conn, ids)
+	c.mu.Lock()
+	for _, id := range ids {
+		c.opens = append(c.opens, open{message: id.String(), device: conn.DeviceID})
+	}
+	c.mu.Unlock()
+}
+
+// OnDisconnect implements gateway.Handler.
+func (c *Channel) OnDisconnect(gateway.Conn, gateway.Disconnect) {}
+
+// submit queues work for Run's workers without blocking the event loop: a
+// full queue hands it to a goroutine of its own.
+func (c *Channel) submit(f func()) {
+	select {
+	case c.work <- f:
+	default:
+		go f()
+	}
+}
+
+// flush pushes what waits for device of the app with key.
+func (c *Channel) flush(key, device string) {
+	a, ok := c.cfg.Apps.ByKey(key)
+	if !ok {
+		return
+	}
+	err := c.cfg.Outbox.Pending(a.ID, device, c.cfg.Now(), func(e Entry) bool {
+		online, err := c.srv.Push(key, device, e.ID, e.Flags|wire.PushRedelivery, e.Payload)
+		return err == nil && online
+	})
+	if err != nil {
+		c.cfg.Logger.Error("gateway outbox", "app", a.ID, "device", device, "err", err)
+	}
+}
+
+// Run records acknowledgements and opens every FlushInterval and serves
+// the connect work until ctx ends.
+func (c *Channel) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case f := <-c.work:
+					f()
+				}
+			}
+		}()
+	}
+	t := time.NewTicker(c.cfg.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			c.record(context.WithoutCancel(ctx)) // what was acknowledged so far
+			wg.Wait()
+			return nil
+		case <-t.C:
+			c.record(ctx)
+		}
+	}
+}
+
+// record writes the acknowledgements gathered since the last call: one
+// event per message (message.delivered.v2), then the opens, then drops
+// the acknowledged pushes from the outbox.
+func (c *Channel) record(ctx context.Context) {
+	c.mu.Lock()
+	acks, pending, opens := c.acks, c.pending, c.opens
+	if len(acks) == 0 && len(opens) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.acks, c.pending, c.opens = map[string]map[string]struct{}{}, map[ackKey][]wire.MessageID{}, nil
+	c.mu.Unlock()
+
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for id, set := range acks {
+		devices := make([]string, 0, len(set))
+		for d := range set {
+			devices = append(devices, d)
+		}
+		for len(devices) > 0 {
+			n := min(len(devices), message.MaxDeliveriesPerEvent)
+			batch := devices[:n]
+			devices = devices[n:]
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				c.apply(ctx, id, message.RecordDeliveries{DeviceIDs: batch, Channel: Name})
+			}()
+		}
+	}
+	wg.Wait()
+	for _, o := range opens {
+		c.apply(ctx, o.message, message.RecordOpened{DeviceID: o.device, Channel: Name})
+	}
+	for k, ids := range pending {
+		a, ok := c.cfg.Apps.ByKey(k.app)
+		if !ok {
+			continue
+		}
+		if err := c.cfg.Outbox.Ack(a.ID, k.device, ids); err != nil {
+			c.cfg.Logger.Error("gateway outbox ack", "app", a.ID, "device", k.device, "err", err)
+		}
+	}
+}
+
+func (c *Channel) apply(ctx context.Context, id string, cmd message.Command) {
+	_, _, err := c.cfg.Recorder.Message(ctx, id, cmd)
+	switch {
+	case err == nil, errors.Is(err, message.ErrInvalidTransition), errors.Is(err, message.ErrNotFound):
+		// Recorded, or the message is settled (expired, cancelled) or
+		// unknown (a device acknowledging an id it made up).
+	default:
+		c.cfg.Logger.Error("gateway: record "+fmt.Sprint(cmd), "message", id, "err", err)
+	}
+}
+
+var _ channels.Channel = (*Channel)(nil)
+var _ gateway.Handler = (*Channel)(nil)

@@ -1,0 +1,275 @@
+package gatewaych
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/pushledger/pushledger/gateway/wire"
+	"github.com/pushledger/pushledger/projections"
+)
+
+// Outbox holds the pushes that devices have not acknowledged yet, so that
+// a device that is offline gets them, oldest first, when it connects
+// (store-and-forward), until they expire.
+//
+// Pushes to listed devices are kept per device. A broadcast is kept once
+// per app; a device that connects gets every live broadcast of its app it
+// has not acknowledged (an acknowledgement of a broadcast is kept, per
+// device, until the broadcast expires).
+//
+// It lives in the read-model store and is written without fsync: an entry
+// lost in a crash is sent again by the delivery sagas, whose ack timeout
+// resends any push the device did not acknowledge.
+//
+//	gwo \x00 <app> \x00 <device> \x00 <seq u64>      -> entry   (per device, in order)
+//	gwx \x00 <app> \x00 <device> \x00 <message id>   -> seq     (per device, by id)
+//	gwb \x00 <app> \x00 <seq u64>                    -> entry   (broadcasts, in order)
+//	gwy \x00 <app> \x00 <message id>                 -> seq     (broadcasts, by id)
+//	gwa \x00 <app> \x00 <message id> \x00 <device>   -> ""      (broadcasts acknowledged, until they expire)
+//
+// entry: message id (16) | expires at, unix ns (8, 0 = never) | flags (1) | payload
+type Outbox struct {
+	store projections.Store
+	seq   atomic.Uint64
+	// MaxPerDevice bounds the pushes kept for one device; beyond it the
+	// oldest is dropped (its message's ack timeout resends it later).
+	MaxPerDevice int
+}
+
+// Entry is a push waiting in the outbox.
+type Entry struct {
+	ID        wire.MessageID
+	ExpiresAt time.Time
+	Flags     wire.PushFlags
+	Payload   []byte
+}
+
+// NewOutbox returns the outbox kept in store. Sequence numbers continue
+// from the time (nanoseconds), so they grow across restarts.
+func NewOutbox(store projections.Store) *Outbox {
+	o := &Outbox{store: store, MaxPerDevice: 1000}
+	o.seq.Store(uint64(time.Now().UnixNano()))
+	return o
+}
+
+func key(kind string, parts ...string) []byte {
+	var b bytes.Buffer
+	b.WriteString(kind)
+	for _, p := range parts {
+		b.WriteByte(0)
+		b.WriteString(p)
+	}
+	b.WriteByte(0)
+	return b.Bytes()
+}
+
+func seqKey(prefix []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte{}, prefix...), seq)
+}
+
+func encodeEntry(e Entry) []byte {
+	b := make([]byte, 0, 25+len(e.Payload))
+	b = append(b, e.ID[:]...)
+	var exp uint64
+	if !e.ExpiresAt.IsZero() {
+		exp = uint64(e.ExpiresAt.UnixNano())
+	}
+	b = binary.BigEndian.AppendUint64(b, exp)
+	b = append(b, byte(e.Flags))
+	return append(b, e.Payload...)
+}
+
+func decodeEntry(v []byte) (Entry, error) {
+	if len(v) < 25 {
+		return Entry{}, fmt.Errorf("gatewaych: outbox entry of %d bytes", len(v))
+	}
+	var e Entry
+	copy(e.ID[:], v[:16])
+	if exp := binary.BigEndian.Uint64(v[16:24]); exp != 0 {
+		e.ExpiresAt = time.Unix(0, int64(exp))
+	}
+	e.Flags = wire.PushFlags(v[24])
+	e.Payload = append([]byte(nil), v[25:]...)
+	return e, nil
+}
+
+func (e Entry) expired(now time.Time) bool { return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) }
+
+// Put keeps e for device of app, unless the device already has a push of
+// that message waiting.
+func (o *Outbox) Put(app, device string, e Entry) error {
+	idx := append(key("gwx", app, device), e.ID[:]...)
+	return o.store.Update(func(w projections.Writer) error {
+		if _, err := w.Get(idx); err == nil {
+			return nil
+		} else if !errors.Is(err, projections.ErrNotFound) {
+			return err
+		}
+		seq := o.seq.Add(1)
+		if err := w.Set(seqKey(key("gwo", app, device), seq), encodeEntry(e)); err != nil {
+			return err
+		}
+		return w.Set(idx, binary.BigEndian.AppendUint64(nil, seq))
+	})
+}
+
+// PutBroadcast keeps e for every device of app.
+func (o *Outbox) PutBroadcast(app string, e Entry) error {
+	idx := append(key("gwy", app), e.ID[:]...)
+	return o.store.Update(func(w projections.Writer) error {
+		if _, err := w.Get(idx); err == nil {
+			return nil
+		} else if !errors.Is(err, projections.ErrNotFound) {
+			return err
+		}
+		seq := o.seq.Add(1)
+		if err := w.Set(seqKey(key("gwb", app), seq), encodeEntry(e)); err != nil {
+			return err
+		}
+		return w.Set(idx, binary.BigEndian.AppendUint64(nil, seq))
+	})
+}
+
+// Pending calls fn for every live push waiting for device of app: its own,
+// oldest first, then the broadcasts it has not acknowledged, oldest first.
+// Expired entries are removed on the way, and the oldest beyond
+// MaxPerDevice are dropped.
+func (o *Outbox) Pending(app, device string, now time.Time, fn func(Entry) bool) error {
+	var own, bcast []Entry
+	var stale [][]byte
+	prefix := key("gwo", app, device)
+	err := o.store.Scan(prefix, prefixEnd(prefix), false, func(k, v []byte) bool {
+		e, err := decodeEntry(v)
+		if err != nil || e.expired(now) {
+			stale = append(stale, append([]byte(nil), k...), append(key("gwx", app, device), v[:min(16, len(v))]...))
+			return true
+		}
+		own = append(own, e)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if extra := len(own) - o.MaxPerDevice; o.MaxPerDevice > 0 && extra > 0 {
+		if err := o.removeByID(app, device, own[:extra]); err != nil {
+			return err
+		}
+		own = own[extra:]
+	}
+	bprefix := key("gwb", app)
+	var ended [][]byte
+	err = o.store.Scan(bprefix, prefixEnd(bprefix), false, func(k, v []byte) bool {
+		e, err := decodeEntry(v)
+		if err != nil || e.expired(now) {
+			stale = append(stale, append([]byte(nil), k...), append(key("gwy", app), v[:min(16, len(v))]...))
+			ended = append(ended, ackPrefix(app, v[:min(16, len(v))]))
+			return true
+		}
+		bcast = append(bcast, e)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if len(stale) > 0 {
+		if err := o.store.Update(func(w projections.Writer) error {
+			for _, k := range stale {
+				if err := w.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	for _, p := range ended { // the acknowledgements of ended broadcasts
+		if err := o.store.DeletePrefix(p); err != nil {
+			return err
+		}
+	}
+	for _, e := range own {
+		if !fn(e) {
+			return nil
+		}
+	}
+	for _, e := range bcast {
+		if _, err := o.store.Get(append(ackPrefix(app, e.ID[:]), device...)); err == nil {
+			continue // acknowledged
+		} else if !errors.Is(err, projections.ErrNotFound) {
+			return err
+		}
+		if !fn(e) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (o *Outbox) removeByID(app, device string, es []Entry) error {
+	return o.store.Update(func(w projections.Writer) error {
+		for _, e := range es {
+			idx := append(key("gwx", app, device), e.ID[:]...)
+			v, err := w.Get(idx)
+			if errors.Is(err, projections.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if len(v) == 8 {
+				if err := w.Delete(seqKey(key("gwo", app, device), binary.BigEndian.Uint64(v))); err != nil {
+					return err
+				}
+			}
+			if err := w.Delete(idx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Ack removes the pushes of ids waiting for device of app, and remembers
+// the acknowledged broadcasts among them until they expire.
+func (o *Outbox) Ack(app, device string, ids []wire.MessageID) error {
+	own := make([]Entry, len(ids))
+	for i, id := range ids {
+		own[i].ID = id
+	}
+	if err := o.removeByID(app, device, own); err != nil {
+		return err
+	}
+	return o.store.Update(func(w projections.Writer) error {
+		for _, id := range ids {
+			_, err := w.Get(append(key("gwy", app), id[:]...))
+			if errors.Is(err, projections.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if err := w.Set(append(ackPrefix(app, id[:]), device...), nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ackPrefix is the prefix of the acknowledgements of broadcast id of app.
+func ackPrefix(app string, id []byte) []byte {
+	return append(append(key("gwa", app), id...), 0)
+}
+
+// prefixEnd is the least key after every key with prefix p (p never ends
+// in 0xff here: it ends in a 0 separator).
+func prefixEnd(p []byte) []byte {
+	e := append([]byte{}, p...)
+	e[len(e)-1]++
+	return e
+}

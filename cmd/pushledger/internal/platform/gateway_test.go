@@ -1,0 +1,281 @@
+package platform_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gatewaych "github.com/pushledger/pushledger/adapters/channels/gateway"
+	"github.com/pushledger/pushledger/api"
+	"github.com/pushledger/pushledger/api/client"
+	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform/platformtest"
+	"github.com/pushledger/pushledger/domain/message"
+	gwclient "github.com/pushledger/pushledger/gateway/client"
+	"github.com/pushledger/pushledger/gateway/wire"
+)
+
+// device is a simulated device on the Go SDK, recording what its app got.
+type device struct {
+	mu     sync.Mutex
+	got    map[string]gatewaych.Payload
+	order  []string
+	cancel context.CancelFunc
+	done   chan struct{}
+	sdk    *gwclient.Client
+}
+
+func (d *device) has(id string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.got[id]
+	return ok
+}
+
+// connect registers nothing: it fetches the device's credential from the
+// API (as the app's backend would) and runs the SDK until the test ends
+// or stop is called.
+func connect(t *testing.T, c *client.Client, id, storeDir string) *device {
+	t.Helper()
+	var cred api.DeviceCredential
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/"+id+"/credential", nil, nil, &cred); err != nil {
+		t.Fatalf("credential: %v", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(cred.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &device{got: map[string]gatewaych.Payload{}, done: make(chan struct{})}
+	d.sdk, err = gwclient.New(gwclient.Config{Addr: cred.GatewayAddr, AppKey: c.AppKey, DeviceID: id, Credential: []byte(cred.Credential),
+		ServerKey: key, StoreDir: storeDir, BackoffBase: 20 * time.Millisecond, BackoffCap: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		gwclient.HandlerFunc(func(_ context.Context, p gwclient.Push) error {
+			var pl gatewaych.Payload
+			if err := json.Unmarshal(p.Payload, &pl); err != nil {
+				t.Errorf("payload %q: %v", p.Payload, err)
+			}
+			d.mu.Lock()
+			d.got[p.ID.String()] = pl
+			d.order = append(d.order, p.ID.String())
+			d.mu.Unlock()
+			return nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.cancel = cancel
+	go func() { defer close(d.done); _ = d.sdk.Run(ctx) }()
+	t.Cleanup(d.stop)
+	return d
+}
+
+func (d *device) stop() {
+	d.cancel()
+	<-d.done
+	_ = d.sdk.Close()
+}
+
+// gatewayApp creates an app whose only channel is the gateway.
+func gatewayApp(t *testing.T, in *platformtest.Instance) *client.Client {
+	t.Helper()
+	c, created := in.NewApp(t, "gw", "")
+	admin := &client.Client{BaseURL: in.URL, AdminToken: in.P.AdminToken, HTTP: http.DefaultClient}
+	if err := admin.Do(context.Background(), http.MethodPut, "/admin/v1/apps/"+created.AppID+"/channels/gateway", nil,
+		map[string]any{"enabled": true, "priority": 0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestGatewayEndToEnd: REST submit → the device's SDK gets the push → its
+// ACK is recorded as delivered in the message's history; a device that is
+// offline gets its pushes, oldest first, when it connects; an open is
+// recorded.
+func TestGatewayEndToEnd(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c := gatewayApp(t, in)
+	register(t, c, "phone-1", "alice")
+	register(t, c, "phone-2", "bob")
+
+	online := connect(t, c, "phone-1", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "phone-1 online", func() bool { return in.P.Gateway.Online(c.AppKey, "phone-1") })
+
+	id := send(t, c, api.MessageRequest{Audience: message.Audience{Aliases: []string{"alice"}},
+		Notification: &message.Notification{Title: "Hi", Body: "there"}, Data: json.RawMessage(`{"order":42}`)})
+	platformtest.Eventually(t, 10*time.Second, "delivered", func() bool { return status(t, c, id).State == message.StateDelivered })
+	if !online.has(id) {
+		t.Fatal("delivered, but the device's app did not get it")
+	}
+	online.mu.Lock()
+	pl := online.got[id]
+	online.mu.Unlock()
+	if pl.Notification == nil || pl.Notification.Title != "Hi" || string(pl.Data) != `{"order":42}` || pl.ExpiresAt == nil {
+		t.Errorf("payload %+v", pl)
+	}
+	got := strings.Join(types(history(t, c, id)), " ")
+	if !strings.Contains(got, message.TypeDeliveredBatch) || !strings.HasPrefix(got, message.TypeAccepted+" "+message.TypeSending) {
+		t.Errorf("history %s", got)
+	}
+	for _, e := range history(t, c, id) {
+		if e.Type == message.TypeDeliveredBatch && !strings.Contains(string(e.Data), `"device_ids":["phone-1"]`) {
+			t.Errorf("delivered event %s", e.Data)
+		}
+	}
+
+	// The user opens it.
+	wid, err := wire.ParseMessageID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := online.sdk.Opened(wid); err != nil {
+		t.Fatal(err)
+	}
+	platformtest.Eventually(t, 10*time.Second, "opened", func() bool { return status(t, c, id).State == message.StateOpened })
+
+	// phone-2 is offline: its two pushes wait, then arrive in order.
+	first := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"phone-2"}}, Notification: &message.Notification{Title: "1"}})
+	second := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"phone-2"}}, Notification: &message.Notification{Title: "2"}})
+	platformtest.Eventually(t, 10*time.Second, "sent to the outbox", func() bool {
+		return status(t, c, first).State == message.StateSent && status(t, c, second).State == message.StateSent
+	})
+	late := connect(t, c, "phone-2", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "delivered after connect", func() bool {
+		return status(t, c, first).State == message.StateDelivered && status(t, c, second).State == message.StateDelivered
+	})
+	late.mu.Lock()
+	order := strings.Join(late.order, ",")
+	late.mu.Unlock()
+	if order != first+","+second {
+		t.Errorf("offline device got %s, want %s then %s", order, first, second)
+	}
+}
+
+// TestGatewayKillMidPush: the device's connection dies after its app got a
+// push but before the ACK left; on reconnect the server sends the push
+// again (from the outbox) and the SDK acknowledges it without surfacing it
+// a second time: delivered exactly once to the app layer, and recorded as
+// delivered.
+func TestGatewayKillMidPush(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c := gatewayApp(t, in)
+	register(t, c, "phone-1", "")
+	var cred api.DeviceCredential
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/phone-1/credential", nil, nil, &cred); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := base64.StdEncoding.DecodeString(cred.ServerKey)
+	store := t.TempDir()
+	var mu sync.Mutex
+	var surfaced []string
+	var conn net.Conn
+	kill := true
+	run := func() (stop func()) {
+		sdk, err := gwclient.New(gwclient.Config{Addr: cred.GatewayAddr, AppKey: c.AppKey, DeviceID: "phone-1", Credential: []byte(cred.Credential),
+			ServerKey: key, StoreDir: store, BackoffBase: 20 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				mu.Lock()
+				conn = nc
+				mu.Unlock()
+				return nc, err
+			}},
+			gwclient.HandlerFunc(func(_ context.Context, p gwclient.Push) error {
+				mu.Lock()
+				defer mu.Unlock()
+				surfaced = append(surfaced, p.ID.String())
+				if kill {
+					kill = false
+					conn.Close() // the device dies before its ACK leaves
+				}
+				return nil
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = sdk.Run(ctx) }()
+		return func() { cancel(); <-done; _ = sdk.Close() }
+	}
+	stop := run()
+	defer func() { stop() }()
+	platformtest.Eventually(t, 10*time.Second, "online", func() bool { return in.P.Gateway.Online(c.AppKey, "phone-1") })
+	id := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"phone-1"}}, Notification: &message.Notification{Title: "once"}})
+	platformtest.Eventually(t, 10*time.Second, "surfaced", func() bool { mu.Lock(); defer mu.Unlock(); return len(surfaced) == 1 })
+	// The SDK reconnects by itself (its connection was cut); the server
+	// pushes the message again and the ACK goes through this time.
+	platformtest.Eventually(t, 10*time.Second, "delivered", func() bool { return status(t, c, id).State == message.StateDelivered })
+	// And a fresh process on the same store does not surface it either.
+	stop()
+	stop = run()
+	platformtest.Eventually(t, 10*time.Second, "online again", func() bool { return in.P.Gateway.Online(c.AppKey, "phone-1") })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(surfaced) != 1 || surfaced[0] != id {
+		t.Fatalf("the app layer got %v, want %s once", surfaced, id)
+	}
+}
+
+// TestGatewayBroadcast: a broadcast reaches every online device at once and
+// an offline one when it connects; the acknowledgements are recorded in
+// batches (message.delivered.v2), and the ledger answers which device got
+// the message when.
+func TestGatewayBroadcast(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c := gatewayApp(t, in)
+	const n = 20
+	var devs []*device
+	for i := range n + 1 {
+		register(t, c, fmt.Sprintf("d%02d", i), "")
+	}
+	for i := range n {
+		devs = append(devs, connect(t, c, fmt.Sprintf("d%02d", i), t.TempDir()))
+	}
+	platformtest.Eventually(t, 10*time.Second, "all online", func() bool { return in.P.Gateway.Stats().Connections == n })
+	id := send(t, c, api.MessageRequest{Audience: message.Audience{Broadcast: true}, Notification: &message.Notification{Title: "all"}})
+	platformtest.Eventually(t, 10*time.Second, "every online device acknowledged", func() bool {
+		return status(t, c, id).Channels["gateway"] != nil && status(t, c, id).Channels["gateway"].Delivered == n
+	})
+	for i, d := range devs {
+		if !d.has(id) {
+			t.Errorf("device %d did not get the broadcast", i)
+		}
+	}
+	late := connect(t, c, fmt.Sprintf("d%02d", n), t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "the late device acknowledged", func() bool {
+		return status(t, c, id).Channels["gateway"].Delivered == n+1
+	})
+	if !late.has(id) {
+		t.Fatal("the late device's app did not get the broadcast")
+	}
+	batches, devices := 0, map[string]bool{}
+	for _, e := range history(t, c, id) {
+		if e.Type == message.TypeDeliveredBatch {
+			batches++
+			var b message.DeliveredBatch
+			if err := json.Unmarshal(e.Data, &b); err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range b.DeviceIDs {
+				if devices[d] {
+					t.Errorf("device %s recorded twice", d)
+				}
+				devices[d] = true
+			}
+		}
+	}
+	if len(devices) != n+1 || batches > n {
+		t.Errorf("%d devices in %d delivered events", len(devices), batches)
+	}
+	t.Logf("%d acknowledgements recorded in %d events", len(devices), batches)
+}
