@@ -58,10 +58,7 @@ func deviceRunCmd() *cobra.Command {
 			ctx := cmd.Context()
 			var wg sync.WaitGroup
 			for i := range n {
-				id := prefix
-				if n > 1 || id == "" {
-					id = fmt.Sprintf("%s%d", prefix, i+1)
-				}
+				id := fmt.Sprintf("%s%d", prefix, i+1)
 				sdk, err := simulatedDevice(ctx, cl, id, filepath.Join(storeDir, id), !noRegister, func(p gwclient.Push) {
 					received.Add(1)
 					if quiet {
@@ -117,7 +114,7 @@ func deviceRunCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.Int("count", 1, "number of devices")
-	f.String("prefix", "sim-", "device id (with --count 1) or prefix of the ids sim-1, sim-2, ...")
+	f.String("prefix", "sim-", "prefix of the device ids: sim-1, sim-2, ...")
 	f.String("store-dir", "", "the devices' SDK stores (dedup), one directory each (default: a temporary directory)")
 	f.Bool("quiet", false, "print a summary every second instead of every push")
 	f.Bool("no-register", false, "do not register the devices first (they must exist)")
