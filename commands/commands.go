@@ -324,6 +324,14 @@ func (h *Handler) MessageAt(ctx context.Context, id string, m *message.Message, 
 	if err != nil {
 		return *m, Result{}, err
 	}
+	// Fresh event ids: two writers that make byte-identical decisions from
+	// the same revision (the same clock reading) must not both succeed, the
+	// second as an "idempotent retry" of the first: for a saga that would
+	// mean two senders of one attempt. MessageAt never retries an append,
+	// so it has no use for deterministic ids.
+	for i := range data {
+		data[i].ID = ledger.NewID()
+	}
 	var expected ledger.StreamState = ledger.NoStream{}
 	if rev >= 0 {
 		expected = ledger.Revision(uint64(rev))

@@ -61,8 +61,10 @@ type Config struct {
 	Concurrency int
 	// Senders bounds the channel sends in flight. Default 64.
 	Senders int
-	// SendTimeout bounds one channel send. It must stay below every
-	// policy's attempt timeout. Default 15 s.
+	// SendTimeout bounds one channel send. It should stay below every
+	// policy's attempt timeout; under a policy (an app's own) whose attempt
+	// timeout is not above it, a send is bounded by half the attempt
+	// timeout instead. Default 15 s.
 	SendTimeout time.Duration
 	// LeaseTTL is how long a partition lease lasts; it is renewed every
 	// third of it. Default 10 s.
@@ -113,10 +115,11 @@ type Runner struct {
 	nudge   chan struct{}
 	changed chan struct{}
 
-	stripes [512]sync.Mutex
-	sendSem chan struct{}
-	pending atomic.Int64
-	room    chan struct{}
+	stripes  [512]sync.Mutex
+	sendSem  chan struct{}
+	pending  atomic.Int64
+	room     chan struct{}
+	inflight sync.WaitGroup // the send goroutines, which Run waits for
 
 	decisions, fired, sends atomic.Int64
 }
@@ -204,7 +207,8 @@ func (r *Runner) Stats() Stats {
 }
 
 // Run works until ctx ends, then releases its leases. Sends in flight are
-// abandoned (their attempts time out and are retried).
+// cancelled and waited for; their results are not recorded (their attempts
+// time out and are retried).
 func (r *Runner) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -229,6 +233,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	cancel() // stop the other loops
 	wg.Wait()
+	r.inflight.Wait() // the sends end with ctx
 	r.mu.Lock()
 	parts := make([]int, 0, len(r.owned))
 	for p := range r.owned {
@@ -362,10 +367,6 @@ func (r *Runner) signal(c chan struct{}) {
 	}
 }
 
-func (r *Runner) ownsMessage(id string) bool {
-	return r.holds(partitionOf(id, r.cfg.Partitions))
-}
-
 // followLoop follows the message streams from the lowest checkpoint of the
 // partitions held, starting over when they change.
 func (r *Runner) followLoop(ctx context.Context) error {
@@ -394,7 +395,7 @@ func (r *Runner) followLoop(ctx context.Context) error {
 			case <-sctx.Done():
 			}
 		}()
-		err := r.follow(sctx, from)
+		err := r.follow(ctx, sctx, from)
 		cancel()
 		if err != nil && sctx.Err() == nil {
 			return err
@@ -403,16 +404,21 @@ func (r *Runner) followLoop(ctx context.Context) error {
 	return nil
 }
 
-func (r *Runner) follow(ctx context.Context, from uint64) error {
-	sub, err := r.ledger.Subscribe(ctx, from, ledger.Filter{StreamPrefixes: []string{message.StreamPrefix}})
+// follow reads the message streams from position from until sctx ends
+// (the partitions held changed, or ctx ended). The decisions about a batch,
+// and the sends they start, run under ctx, the runner's: a change of
+// partitions restarts the subscription, it must not abandon the sends in
+// flight (their attempts would wait for the attempt timeout).
+func (r *Runner) follow(ctx, sctx context.Context, from uint64) error {
+	sub, err := r.ledger.Subscribe(sctx, from, ledger.Filter{StreamPrefixes: []string{message.StreamPrefix}})
 	if err != nil {
 		return err
 	}
 	defer sub.Close()
 	for {
-		evs, err := sub.Recv(ctx)
+		evs, err := sub.Recv(sctx)
 		if err != nil {
-			if ctx.Err() != nil {
+			if sctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("sagas: %w", err)
@@ -635,10 +641,22 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 			}
 			continue
 		case sr != nil:
-			d = cfg.AfterFailure(&p, failureOf(sr), env)
+			f := failureOf(sr)
+			d = cfg.AfterFailure(&p, f, env)
+			if d.Record != nil { // the failure itself: keep the channel's class
+				rec := *d.Record
+				rec.Class = f.Class.String()
+				d.Record = &rec
+			}
 			sr = nil
 		default:
 			d = cfg.Next(&p, env)
+			// Next recomputes the retry from the failed event, which does
+			// not hold the provider's Retry-After; the event's retry_at is
+			// the time decided with it: never start sooner.
+			if m := &p.Message; d.Sends() && m.State == message.StateFailed && m.RetryAt.After(d.At) {
+				d.At = m.RetryAt
+			}
 		}
 		cmds, wake := plan(d, now)
 		if len(cmds) == 0 {
@@ -830,14 +848,22 @@ type sendJob struct {
 	attempt   int
 	channel   string
 	startedAt time.Time
-	deadline  time.Time // the attempt times out then: do not start it after
+	timeout   time.Duration // bounds the send
+	deadline  time.Time     // the attempt would time out mid-send: do not start it after
 	push      channels.Push
 }
 
 func (r *Runner) job(a *app.App, p *policy.Progress) (sendJob, error) {
 	m := &p.Message
+	// A send ends before its attempt times out. An app's own policy may
+	// allow less than SendTimeout: half its attempt timeout then.
+	attempt := r.policyFor(a).AttemptTimeout
+	timeout := r.cfg.SendTimeout
+	if timeout >= attempt {
+		timeout = attempt / 2
+	}
 	j := sendJob{id: m.ID, attempt: m.Attempt, channel: m.Channel, startedAt: p.StartedAt,
-		deadline: p.StartedAt.Add(r.policyFor(a).AttemptTimeout - r.cfg.SendTimeout)}
+		timeout: timeout, deadline: p.StartedAt.Add(attempt - timeout)}
 	secret, err := r.secrets.Open(a.SecretCiphertext, []byte(a.ID))
 	if err != nil {
 		return j, fmt.Errorf("sagas: app %s secret: %w", a.ID, err)
@@ -859,7 +885,9 @@ func (r *Runner) job(a *app.App, p *policy.Progress) (sendJob, error) {
 // records its result.
 func (r *Runner) startSend(ctx context.Context, j sendJob) {
 	r.pending.Add(1)
+	r.inflight.Add(1)
 	go func() {
+		defer r.inflight.Done()
 		defer r.sendDone()
 		select {
 		case r.sendSem <- struct{}{}:
@@ -877,7 +905,7 @@ func (r *Runner) startSend(ctx context.Context, j sendJob) {
 			return
 		}
 		r.sends.Add(1)
-		sctx, cancel := context.WithTimeout(ctx, r.cfg.SendTimeout)
+		sctx, cancel := context.WithTimeout(ctx, j.timeout)
 		res, err := ch.Send(sctx, j.push)
 		cancel()
 		if ctx.Err() != nil {
