@@ -111,6 +111,10 @@ type Runner struct {
 
 	mu      sync.Mutex
 	owned   map[int]uint64 // partition -> checkpoint
+	// decided holds, for each message with a timer, the stream revision
+	// its latest decision was made at: the subscription skips the events
+	// up to it (the runner's own appends, mostly), already decided upon.
+	decided map[string]int64
 	timers  *timerQueue
 	nudge   chan struct{}
 	changed chan struct{}
@@ -176,7 +180,7 @@ func NewRunner(cfg Config, l ledger.Store, cmd *commands.Handler, apps Apps, sec
 	}
 	return &Runner{
 		cfg: cfg, ledger: l, cmd: cmd, apps: apps, secrets: secrets, store: store, leases: leases, channels: m,
-		rates: newRates(), owned: map[int]uint64{}, timers: newTimerQueue(),
+		rates: newRates(), owned: map[int]uint64{}, timers: newTimerQueue(), decided: map[string]int64{},
 		nudge: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		sendSem: make(chan struct{}, cfg.Senders), room: make(chan struct{}, 1),
 	}, nil
@@ -357,6 +361,11 @@ func (r *Runner) drop(p int) {
 	for _, id := range ids {
 		r.timers.Remove(id)
 	}
+	for id := range r.decided {
+		if partitionOf(id, r.cfg.Partitions) == p {
+			delete(r.decided, id)
+		}
+	}
 	r.signal(r.changed)
 }
 
@@ -447,15 +456,20 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 	r.mu.Unlock()
 	seen := map[string]bool{}
 	var ids []string
+	r.mu.Lock()
 	for _, re := range evs {
 		id := message.IDFromStream(re.Stream)
 		cp, ok := cps[partitionOf(id, r.cfg.Partitions)]
 		if id == "" || !ok || re.Position <= cp || seen[id] {
 			continue
 		}
+		if rev, ok := r.decided[id]; ok && int64(re.Revision) <= rev {
+			continue // this runner decided from a state that held it
+		}
 		seen[id] = true
 		ids = append(ids, id)
 	}
+	r.mu.Unlock()
 	ops, err := r.decideAll(ctx, ids)
 	if err != nil {
 		return err
@@ -593,8 +607,10 @@ func (r *Runner) decide(ctx context.Context, id string, sr *sendResult) (wakeOp,
 		r.mu.Lock()
 		if op.at.IsZero() {
 			r.timers.Remove(id)
+			delete(r.decided, id)
 		} else {
 			r.timers.Set(id, op.at)
+			r.decided[id] = op.rev
 		}
 		r.mu.Unlock()
 		r.signal(r.nudge)
@@ -660,7 +676,7 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 		}
 		cmds, wake := plan(d, now)
 		if len(cmds) == 0 {
-			op.at = wake
+			op.at, op.rev = wake, rev
 			return op, sends, nil
 		}
 		before := p.Message.Attempt

@@ -44,6 +44,8 @@ func checkpointName(part int) string { return fmt.Sprintf("saga-%03d", part) }
 type wakeOp struct {
 	id string
 	at time.Time
+	// rev is the stream revision the decision was made at (not stored).
+	rev int64
 }
 
 func writeWakes(w projections.Writer, parts int, ops []wakeOp) error {
