@@ -123,3 +123,27 @@ func (n *Nonces) Use(ctx context.Context, appKey, nonce string, expires time.Tim
 	}
 	return true, nil
 }
+
+// MoveNonces moves the nonce records kept in from (before nonces had a
+// store of their own) to to, synced, and deletes them from from. Call it
+// before NewNonces on to; it does nothing when from holds none.
+func MoveNonces(from, to *Store) error {
+	it, err := from.db.NewIter(&pebble.IterOptions{LowerBound: []byte(noncePrefix), UpperBound: []byte("nn\x01")})
+	if err != nil {
+		return err
+	}
+	b := to.db.NewBatch()
+	for ok := it.First(); ok; ok = it.Next() {
+		_ = b.Set(it.Key(), nil, nil)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("pebblekv: move nonces: %w", err)
+	}
+	if b.Empty() {
+		return nil
+	}
+	if err := to.db.Apply(b, pebble.Sync); err != nil {
+		return fmt.Errorf("pebblekv: move nonces: %w", err)
+	}
+	return from.db.DeleteRange([]byte(noncePrefix), []byte("nn\x01"), pebble.Sync)
+}

@@ -109,3 +109,45 @@ func TestNoncesBarrier(t *testing.T) {
 		t.Fatal("nonce forgotten after reopen")
 	}
 }
+
+// TestMoveNonces: nonces recorded in the read-model store (before nonces
+// had a store of their own) still refuse replays after the move.
+func TestMoveNonces(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	ctx := context.Background()
+	old, err := pebblekv.Open(pebblekv.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	n, err := pebblekv.NewNonces(old, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh, err := n.Use(ctx, "app", "nonce-1", now.Add(time.Minute)); err != nil || !fresh {
+		t.Fatalf("first use: %v %v", fresh, err)
+	}
+	moved, err := pebblekv.Open(pebblekv.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer moved.Close()
+	if err := pebblekv.MoveNonces(old, moved); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := pebblekv.NewNonces(moved, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh, err := n2.Use(ctx, "app", "nonce-1", now.Add(time.Minute)); err != nil || fresh {
+		t.Fatalf("replay after the move accepted: %v %v", fresh, err)
+	}
+	n3, err := pebblekv.NewNonces(old, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh, _ := n3.Use(ctx, "app", "nonce-1", now.Add(time.Minute)); !fresh {
+		t.Fatal("the nonce is still in the old store")
+	}
+}

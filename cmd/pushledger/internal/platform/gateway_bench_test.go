@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/api/client"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
@@ -105,8 +106,9 @@ func BenchmarkGateway(b *testing.B) {
 		n := *gwDevices
 		var mu sync.Mutex
 		var lat []time.Duration
+		arrived := map[string]time.Time{}
 		var got atomic.Int64
-		_, c := benchPlatform(b, n, func(_ int, p gwclient.Push, at time.Time) {
+		p, c := benchPlatform(b, n, func(_ int, p gwclient.Push, at time.Time) {
 			var pl struct {
 				Data struct {
 					T int64 `json:"t"`
@@ -115,6 +117,9 @@ func BenchmarkGateway(b *testing.B) {
 			if json.Unmarshal(p.Payload, &pl) == nil && pl.Data.T > 0 {
 				mu.Lock()
 				lat = append(lat, at.Sub(time.Unix(0, pl.Data.T)))
+				if len(arrived) < 2000 {
+					arrived[p.ID.String()] = at
+				}
 				mu.Unlock()
 			}
 			got.Add(1)
@@ -154,6 +159,37 @@ func BenchmarkGateway(b *testing.B) {
 			b.Fatalf("%d of %d pushes arrived", len(lat), b.N)
 		}
 		slices.Sort(lat)
+		// Where the time goes, from the events' times of a sample: accepted
+		// to the attempt's start (the saga), and the start to the device.
+		var toStart, toDevice []time.Duration
+		for id, at := range arrived {
+			evs, err := p.Ledger.ReadStream(context.Background(), message.Stream(id), ledger.Forwards, 0, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var acc, start time.Time
+			for _, re := range evs {
+				e, err := message.Decode(re.Type, re.Data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				switch e := e.(type) {
+				case message.Accepted:
+					acc = e.At
+				case message.Sending:
+					if start.IsZero() {
+						start = e.At
+					}
+				}
+			}
+			toStart, toDevice = append(toStart, start.Sub(acc)), append(toDevice, at.Sub(start))
+		}
+		slices.Sort(toStart)
+		slices.Sort(toDevice)
+		if len(toStart) > 0 {
+			b.ReportMetric(float64(toStart[len(toStart)/2].Microseconds())/1000, "accepted-to-sending-p50-ms")
+			b.ReportMetric(float64(toDevice[len(toDevice)/2].Microseconds())/1000, "sending-to-device-p50-ms")
+		}
 		b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")

@@ -94,6 +94,7 @@ type Platform struct {
 	log      *slog.Logger
 	Ledger   *pebbleledger.Store
 	State    *pebblekv.Store
+	NonceDB  *pebblekv.Store
 	Commands *commands.Handler
 	Apps     *projections.Apps
 	Devices  *projections.Runner
@@ -197,7 +198,16 @@ func Open(cfg Config) (*Platform, error) {
 		}
 		p.Runners = append(p.Runners, r)
 	}
-	nonces, err := pebblekv.NewNonces(p.State, cfg.Now)
+	// Nonces have a store of their own: their records are synced, and in
+	// the read-model store every unsynced write would queue behind those
+	// syncs (Pebble publishes a DB's commits in order).
+	if p.NonceDB, err = pebblekv.Open(pebblekv.Config{Dir: filepath.Join(cfg.DataDir, "nonces"), CacheBytes: 8 << 20}); err != nil {
+		return fail(err)
+	}
+	if err := pebblekv.MoveNonces(p.State, p.NonceDB); err != nil {
+		return fail(err)
+	}
+	nonces, err := pebblekv.NewNonces(p.NonceDB, cfg.Now)
 	if err != nil {
 		return fail(err)
 	}
@@ -503,6 +513,9 @@ func (p *Platform) Replay(ctx context.Context, progress func(name string, pos, l
 // Close closes the stores.
 func (p *Platform) Close() error {
 	var errs []error
+	if p.NonceDB != nil {
+		errs = append(errs, p.NonceDB.Close())
+	}
 	if p.State != nil {
 		errs = append(errs, p.State.Close())
 	}
