@@ -73,6 +73,13 @@ type Config struct {
 	// app's own policy is read. It is called for every decision, so a
 	// reloaded configuration applies at once. Default policy.DefaultConfig.
 	Policy func() policy.Config
+	// Presence tells what is known of a device now (online on the
+	// gateway, app in the foreground), for the background rule. Default:
+	// nothing known (the zero value, the strictest).
+	Presence func(a *app.App, deviceID string) policy.Presence
+	// HoldRecheck is how often a message held by the background rule is
+	// looked at again (the device may have come online). Default 15 s.
+	HoldRecheck time.Duration
 	// OnAlert is called for every alert. Default: a warning in the log.
 	OnAlert func(Alert)
 	// Now is the clock. Default time.Now.
@@ -109,8 +116,8 @@ type Runner struct {
 	rates    *rates
 	policies sync.Map // app id -> cachedPolicy
 
-	mu      sync.Mutex
-	owned   map[int]uint64 // partition -> checkpoint
+	mu    sync.Mutex
+	owned map[int]uint64 // partition -> checkpoint
 	// decided holds, for each message with a timer, the stream revision
 	// its latest decision was made at: the subscription skips the events
 	// up to it (the runner's own appends, mostly), already decided upon.
@@ -161,6 +168,9 @@ func NewRunner(cfg Config, l ledger.Store, cmd *commands.Handler, apps Apps, sec
 	}
 	if cfg.Policy == nil {
 		cfg.Policy = policy.DefaultConfig
+	}
+	if cfg.HoldRecheck <= 0 {
+		cfg.HoldRecheck = 15 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -643,7 +653,7 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 	for range 8 {
 		r.decisions.Add(1)
 		now := r.cfg.Now()
-		env := r.env(a, now)
+		env := r.env(a, &p.Message, now)
 		var d policy.Decision
 		switch {
 		case sr != nil && (p.Message.State != message.StateSending || p.Message.Attempt != sr.attempt):
@@ -674,7 +684,7 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 				d.At = m.RetryAt
 			}
 		}
-		cmds, wake := plan(d, now)
+		cmds, wake := plan(d, now, p.Message.ExpiresAt, r.cfg.HoldRecheck)
 		if len(cmds) == 0 {
 			op.at, op.rev = wake, rev
 			return op, sends, nil
@@ -710,7 +720,10 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 
 // plan turns a decision into the commands to record now, or the time to
 // decide again when there are none (zero: no timer).
-func plan(d policy.Decision, now time.Time) ([]message.Command, time.Time) {
+//
+// A hold (the background rule) is looked at again every hold interval,
+// until expiry: the device's presence may have changed meanwhile.
+func plan(d policy.Decision, now, expires time.Time, hold time.Duration) ([]message.Command, time.Time) {
 	switch d.Action {
 	case policy.ActionWait:
 		return nil, d.At
@@ -741,7 +754,14 @@ func plan(d policy.Decision, now time.Time) ([]message.Command, time.Time) {
 		}
 		return append(cmds, d.StartAttempt()), time.Time{}
 	}
-	return nil, time.Time{} // none, hold
+	if d.Action == policy.ActionHold {
+		at := now.Add(hold)
+		if !expires.IsZero() && expires.Before(at) {
+			at = expires
+		}
+		return nil, at
+	}
+	return nil, time.Time{} // none
 }
 
 // apply records cmds on the message at revision rev and folds the result.
@@ -814,9 +834,14 @@ func (r *Runner) policyFor(a *app.App) policy.Config {
 }
 
 // env is the world of a decision about a message of app a.
-func (r *Runner) env(a *app.App, now time.Time) policy.Env {
+func (r *Runner) env(a *app.App, m *message.Message, now time.Time) policy.Env {
 	cfg := r.policyFor(a)
 	env := policy.Env{Now: now, Channels: cfg.Failover.Stats(a.Channels, r.rates.of(a.ID), now)}
+	// Presence is known per device: a message to one device gets its
+	// device's; others get the zero value, the strictest.
+	if r.cfg.Presence != nil && len(m.Targets) == 1 {
+		env.Presence = r.cfg.Presence(a, m.Targets[0])
+	}
 	for name := range a.Channels {
 		if _, ok := r.channels[name]; !ok {
 			if env.Exclude == nil {

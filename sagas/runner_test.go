@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/channels"
+	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/device"
 	"github.com/pushledger/pushledger/domain/message"
 	"github.com/pushledger/pushledger/domain/policy"
@@ -538,5 +540,51 @@ func TestAttemptTimeout(t *testing.T) {
 		t.Errorf("attempt 1 (started %s) timed out at %s, before the attempt timeout", s[0].At, f.At)
 	}
 	checkCallsOnce(t, ch.Calls(), map[string][]int{"m-1": {2}})
+	w.noErrors(t)
+}
+
+// TestBackgroundRuleHoldsUntilOnline: a push handed to a channel whose
+// notifications the OS shows (APNs-like) and not acknowledged is not sent
+// again while the device is in the background and offline; once the device
+// is online on the gateway, the resend goes through the channel whose
+// pushes reach the app (which deduplicates), with the same message id.
+func TestBackgroundRuleHoldsUntilOnline(t *testing.T) {
+	pol := fastPolicy()
+	pol.Channels["alpha"] = policy.ChannelPolicy{Retry: pol.Default.Retry, AckWindow: 100 * time.Millisecond, HoldInBackground: true}
+	pol.Channels["beta"] = policy.ChannelPolicy{Retry: pol.Default.Retry, AckWindow: time.Minute, AppDedup: true}
+	w := newWorld(t, worldOptions{dir: t.TempDir(), channels: map[string]int{"alpha": 0, "beta": 1}})
+	alpha, beta := newChannel("alpha", nil), newChannel("beta", nil)
+	var online atomic.Bool
+	rn := w.start(t, sagas.Config{Policy: func() policy.Config { return pol }, HoldRecheck: 30 * time.Millisecond,
+		Presence: func(_ *app.App, device string) policy.Presence {
+			return policy.Presence{Online: device == "device-1" && online.Load()}
+		}}, nil, alpha, beta)
+	w.accept(t, "m-1", nil)
+	// The ack window ends, and the hold is looked at again a few times.
+	eventually(t, 5*time.Second, func() (bool, string) {
+		s := rn.Stats()
+		return s.Fired >= 4, fmt.Sprintf("%d timers fired", s.Fired)
+	})
+	if got := types(w.history(t, "m-1")); !slices.Equal(got, []string{"accepted", "sending", "sent"}) {
+		t.Fatalf("held message history %v: nothing may be resent while the device is in the background and offline", got)
+	}
+	if len(beta.Calls()) != 0 {
+		t.Fatal("beta was called while the message was held")
+	}
+	online.Store(true)
+	eventually(t, 5*time.Second, func() (bool, string) {
+		m := w.message(t, "m-1")
+		return m.Attempt == 2 && m.State == message.StateSent && m.Channel == "beta", fmt.Sprintf("attempt %d %s on %s", m.Attempt, m.State, m.Channel)
+	})
+	h := w.history(t, "m-1")
+	if got := types(h); !slices.Equal(got, []string{"accepted", "sending", "sent", "failed", "sending", "sent"}) {
+		t.Fatalf("history %v", got)
+	}
+	if f := of[message.Failed](h)[0]; f.Reason != policy.ReasonAckTimeout {
+		t.Errorf("failure %+v, want the ack timeout", f)
+	}
+	if c := beta.Calls(); len(c) != 1 || c[0].MessageID != "m-1" || c[0].Attempt != 2 {
+		t.Errorf("beta calls %+v", c)
+	}
 	w.noErrors(t)
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/pushledger/pushledger/adapters/secretbox"
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/domain/settings"
 	"github.com/pushledger/pushledger/gateway"
@@ -188,6 +189,7 @@ func Open(cfg Config) (*Platform, error) {
 	for i := range max(cfg.Runners, 1) {
 		r, err := sagas.NewRunner(sagas.Config{
 			Owner: fmt.Sprintf("runner-%d", i), Policy: p.DefaultPolicy, Now: cfg.Now, Logger: cfg.Logger, SendTimeout: cfg.SendTimeout,
+			Presence: p.presence,
 			OnAlert: func(a sagas.Alert) {
 				alerts.WithLabelValues(a.Reason).Inc()
 				cfg.Logger.Warn("delivery alert", "message", a.MessageID, "app", a.AppID, "attempt", a.Attempt, "reason", a.Reason)
@@ -295,6 +297,15 @@ func (p *Platform) IssueCredential(appKey, device string) (credential []byte, in
 		info.Addr = a.String()
 	}
 	return p.Credentials.Issue(appKey, device), info, nil
+}
+
+// presence is what the platform knows of a device: whether it is online
+// on this node's gateway. (Foreground state is not reported yet.)
+func (p *Platform) presence(a *app.App, device string) policy.Presence {
+	if p.Gateway == nil {
+		return policy.Presence{}
+	}
+	return policy.Presence{Online: p.Gateway.Online(a.Key, device)}
 }
 
 // gatewayIssuer is the API's view of the gateway, or nil when it is off.
