@@ -13,6 +13,8 @@ import (
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
+
+	"github.com/pushledger/pushledger/gateway/wire"
 )
 
 // Config is pushledger's configuration: defaults, then the file named by
@@ -54,6 +56,10 @@ type GatewayConfig struct {
 	Plain bool `koanf:"plain"`
 	// ProxyProtocol expects a PROXY protocol v2 header on every connection.
 	ProxyProtocol bool `koanf:"proxy_protocol"`
+	// Heartbeat and IdleTimeout are announced to devices; reloaded on
+	// SIGHUP.
+	Heartbeat   time.Duration `koanf:"heartbeat"`
+	IdleTimeout time.Duration `koanf:"idle_timeout"`
 }
 
 // DeliveryConfig configures the delivery sagas.
@@ -92,14 +98,16 @@ func (d DeliveryConfig) PolicyJSON() (json.RawMessage, error) {
 
 func defaults() map[string]any {
 	return map[string]any{
-		"data_dir":         "data",
-		"http.addr":        "127.0.0.1:8080",
-		"log.level":        "info",
-		"log.format":       "text",
-		"webhook.timeout":  "10s",
-		"delivery.runners": 1,
-		"gateway.addr":     "127.0.0.1:7100",
-		"url":              "http://127.0.0.1:8080",
+		"data_dir":             "data",
+		"http.addr":            "127.0.0.1:8080",
+		"log.level":            "info",
+		"log.format":           "text",
+		"webhook.timeout":      "10s",
+		"delivery.runners":     1,
+		"gateway.addr":         "127.0.0.1:7100",
+		"gateway.heartbeat":    "240s",
+		"gateway.idle_timeout": "540s",
+		"url":                  "http://127.0.0.1:8080",
 	}
 }
 
@@ -110,6 +118,7 @@ var envKeys = map[string]string{
 	"WEBHOOK_TIMEOUT": "webhook.timeout", "URL": "url", "APP_KEY": "app_key", "APP_SECRET": "app_secret",
 	"RUNNERS": "delivery.runners", "DELIVERY_POLICY": "delivery.policy",
 	"GATEWAY_ADDR": "gateway.addr", "GATEWAY_PLAIN": "gateway.plain", "GATEWAY_PROXY_PROTOCOL": "gateway.proxy_protocol",
+	"GATEWAY_HEARTBEAT": "gateway.heartbeat", "GATEWAY_IDLE_TIMEOUT": "gateway.idle_timeout",
 }
 
 // flagKeys maps flag names to config keys.
@@ -180,5 +189,12 @@ func (c Config) validate() error {
 	if _, err := c.Delivery.PolicyJSON(); err != nil {
 		errs = append(errs, err)
 	}
+	if g := c.Gateway; g.Heartbeat < time.Second || g.IdleTimeout <= g.Heartbeat || g.IdleTimeout > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("gateway.heartbeat %s and gateway.idle_timeout %s: want a heartbeat of at least 1s and an idle timeout above it, at most 24h", g.Heartbeat, g.IdleTimeout))
+	}
 	return errors.Join(errs...)
+}
+
+func (g GatewayConfig) heartbeat() wire.Heartbeat {
+	return wire.Heartbeat{Interval: g.Heartbeat, IdleTimeout: g.IdleTimeout}
 }

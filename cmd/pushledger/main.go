@@ -80,7 +80,8 @@ func platformConfig(c Config, log *slog.Logger) platform.Config {
 	pol, _ := c.Delivery.PolicyJSON() // checked by loadConfig
 	return platform.Config{DataDir: c.DataDir, AdminToken: c.AdminToken, SecretKey: c.SecretKey, WebhookTimeout: c.Webhook.Timeout,
 		Runners: c.Delivery.Runners, DeliveryPolicy: pol, Logger: log,
-		GatewayAddr: gatewayAddr(c.Gateway.Addr), GatewayPlain: c.Gateway.Plain, GatewayProxyProtocol: c.Gateway.ProxyProtocol}
+		GatewayAddr: gatewayAddr(c.Gateway.Addr), GatewayPlain: c.Gateway.Plain, GatewayProxyProtocol: c.Gateway.ProxyProtocol,
+		GatewayHeartbeat: c.Gateway.heartbeat()}
 }
 
 // gatewayAddr turns host:port into gnet's form.
@@ -100,6 +101,9 @@ func reloadConfig(ctx context.Context, flags *pflag.FlagSet, p *platform.Platfor
 	}
 	pol, err := c.Delivery.PolicyJSON()
 	if err != nil {
+		return err
+	}
+	if err := p.SetGatewayHeartbeat(c.Gateway.heartbeat()); err != nil {
 		return err
 	}
 	return p.SetDeliveryPolicy(ctx, pol, "configuration (reload)")

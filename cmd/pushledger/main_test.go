@@ -194,6 +194,22 @@ func TestReloadChangesTheDefaultPolicy(t *testing.T) {
 	if err := reload(); err == nil || !strings.Contains(err.Error(), "max_attempts") {
 		t.Fatalf("invalid reload: %v", err)
 	}
+	// The gateway's heartbeat changes on reload too; a bad one is refused
+	// whole (the policy in the same file is not applied either).
+	write("delivery:\n  policy:\n    max_attempts: 4\n    channels:\n      webhook:\n        retry: {max_attempts: 5, initial_ns: 1000000000, max_ns: 60000000000, multiplier: 2, jitter: 0.1}\n" + "gateway:\n  heartbeat: 30s\n  idle_timeout: 70s\n")
+	if err := reload(); err != nil {
+		t.Fatal(err)
+	}
+	if h := in.P.Gateway.Heartbeat(); h.Interval != 30*time.Second || h.IdleTimeout != 70*time.Second {
+		t.Fatalf("heartbeat after reload %+v", h)
+	}
+	write("gateway:\n  heartbeat: 30s\n  idle_timeout: 10s\ndelivery:\n  policy:\n    max_attempts: 5\n")
+	if err := reload(); err == nil || !strings.Contains(err.Error(), "idle_timeout") {
+		t.Fatalf("bad heartbeat: %v", err)
+	}
+	if p := in.P.DefaultPolicy(); p.MaxAttempts == 5 {
+		t.Fatal("a refused reload applied its policy")
+	}
 	if p := in.P.DefaultPolicy(); p.MaxAttempts != 4 {
 		t.Fatalf("an invalid reload changed the policy: %d attempts", p.MaxAttempts)
 	}

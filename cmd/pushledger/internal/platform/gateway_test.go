@@ -131,6 +131,19 @@ func TestGatewayEndToEnd(t *testing.T) {
 		}
 	}
 
+	// The gateway's counters are exported.
+	resp, err := http.Get(in.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`pushledger_gateway_connections{state="online"} 1`, "pushledger_gateway_pushes_total 1"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+
 	// The user opens it.
 	wid, err := wire.ParseMessageID(id)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ import (
 	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/domain/settings"
 	"github.com/pushledger/pushledger/gateway"
+	"github.com/pushledger/pushledger/gateway/wire"
 	"github.com/pushledger/pushledger/projections"
 	"github.com/pushledger/pushledger/sagas"
 )
@@ -62,6 +64,10 @@ type Config struct {
 	// ("tcp://127.0.0.1:7100"; port 0 picks one, Platform.Gateway.Addr
 	// tells which), or "off". Default "tcp://127.0.0.1:7100".
 	GatewayAddr string
+	// GatewayHeartbeat is announced to devices: how often they PING, and
+	// how long the gateway waits for a frame. Default 240 s / 540 s.
+	// SetGatewayHeartbeat changes it at run time.
+	GatewayHeartbeat wire.Heartbeat
 	// GatewayPlain turns the gateway's Noise encryption off (plain TCP,
 	// e.g. behind a TLS-terminating load balancer with PROXY protocol).
 	GatewayPlain bool
@@ -214,6 +220,9 @@ func Open(cfg Config) (*Platform, error) {
 		return fail(err)
 	}
 	p.registerPositions(reg)
+	if p.Gateway != nil {
+		reg.MustRegister(gatewayCollector{p.Gateway})
+	}
 	if p.API, err = api.New(api.Config{AdminToken: cfg.AdminToken, Logger: cfg.Logger, Now: cfg.Now, Policy: p.DefaultPolicy, Registerer: reg}, api.Deps{
 		Commands: p.Commands, Ledger: p.Ledger, Apps: p.Apps, Store: p.State, Devices: p.Devices, Box: box,
 		Nonces: nonces, Gateway: p.gatewayIssuer(),
@@ -237,7 +246,7 @@ func (p *Platform) openGateway(cfg Config) error {
 	if p.Credentials, err = gateway.NewCredentials([]gateway.CredentialKey{{ID: "k1", Secret: credKey}}); err != nil {
 		return err
 	}
-	gcfg := gateway.Config{Addr: cfg.GatewayAddr, ProxyProtocol: cfg.GatewayProxyProtocol, Logger: cfg.Logger}
+	gcfg := gateway.Config{Addr: cfg.GatewayAddr, ProxyProtocol: cfg.GatewayProxyProtocol, Heartbeat: cfg.GatewayHeartbeat, Logger: cfg.Logger}
 	if !cfg.GatewayPlain {
 		noiseHex, err := fileSecret("", filepath.Join(cfg.DataDir, "gateway-noise.key"), cfg.Logger)
 		if err != nil {
@@ -297,6 +306,60 @@ func (p *Platform) IssueCredential(appKey, device string) (credential []byte, in
 		info.Addr = a.String()
 	}
 	return p.Credentials.Issue(appKey, device), info, nil
+}
+
+// SetGatewayHeartbeat changes the heartbeat interval and idle timeout
+// without a restart (zero: the defaults): new connections get them at
+// once, existing ones at their next PING.
+func (p *Platform) SetGatewayHeartbeat(h wire.Heartbeat) error {
+	if p.Gateway == nil {
+		return nil
+	}
+	if h.IsZero() {
+		h = wire.Heartbeat{Interval: gateway.DefaultHeartbeatInterval, IdleTimeout: gateway.DefaultIdleTimeout}
+	}
+	if h == p.Gateway.Heartbeat() {
+		return nil
+	}
+	if err := p.Gateway.SetHeartbeat(h); err != nil {
+		return err
+	}
+	p.log.Info("gateway heartbeat changed", "interval", h.Interval, "idle_timeout", h.IdleTimeout)
+	return nil
+}
+
+// gatewayCollector exports the gateway's counters at scrape time.
+type gatewayCollector struct{ g *gateway.Server }
+
+var (
+	gwConnections = prometheus.NewDesc("pushledger_gateway_connections", "Open device connections (online: authenticated).", []string{"state"}, nil)
+	gwAccepted    = prometheus.NewDesc("pushledger_gateway_accepted_total", "TCP connections accepted by the gateway.", nil, nil)
+	gwPushes      = prometheus.NewDesc("pushledger_gateway_pushes_total", "PUSH frames written to devices.", nil, nil)
+	gwPushBytes   = prometheus.NewDesc("pushledger_gateway_push_bytes_total", "Bytes of the PUSH frames written.", nil, nil)
+	gwLost        = prometheus.NewDesc("pushledger_gateway_lost_total", "Connections closed without a DISCONNECT either way.", nil, nil)
+	gwDisconnects = prometheus.NewDesc("pushledger_gateway_disconnects_total", "DISCONNECT frames by code, sent by the gateway or by devices.", []string{"code", "by"}, nil)
+)
+
+func (c gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{gwConnections, gwAccepted, gwPushes, gwPushBytes, gwLost, gwDisconnects} {
+		ch <- d
+	}
+}
+
+func (c gatewayCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.g.Stats()
+	ch <- prometheus.MustNewConstMetric(gwConnections, prometheus.GaugeValue, float64(s.Connections), "open")
+	ch <- prometheus.MustNewConstMetric(gwConnections, prometheus.GaugeValue, float64(s.Online), "online")
+	ch <- prometheus.MustNewConstMetric(gwAccepted, prometheus.CounterValue, float64(s.Accepted))
+	ch <- prometheus.MustNewConstMetric(gwPushes, prometheus.CounterValue, float64(s.Pushes))
+	ch <- prometheus.MustNewConstMetric(gwPushBytes, prometheus.CounterValue, float64(s.PushBytes))
+	ch <- prometheus.MustNewConstMetric(gwLost, prometheus.CounterValue, float64(s.Lost))
+	for code, n := range s.DisconnectsSent {
+		ch <- prometheus.MustNewConstMetric(gwDisconnects, prometheus.CounterValue, float64(n), strconv.Itoa(int(code)), "gateway")
+	}
+	for code, n := range s.DisconnectsReceived {
+		ch <- prometheus.MustNewConstMetric(gwDisconnects, prometheus.CounterValue, float64(n), strconv.Itoa(int(code)), "device")
+	}
 }
 
 // presence is what the platform knows of a device: whether it is online
