@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"runtime"
@@ -29,12 +28,15 @@ import (
 //
 //	go test ./gateway/ -run '^$' -bench . -benchtime 1x            (idle memory: one round)
 //	go test ./gateway/ -run '^$' -bench Push -benchtime 200000x
-//	go test ./gateway/ -run '^$' -bench IdleMemory -benchtime 1x -gateway.idle-conns 8000
+//	go test ./gateway/ -run '^$' -bench IdleMemory -benchtime 1x -gateway.idle-conns 18000 -gateway.idle-procs 3
 //
-// Clients run in the benchmark's process, on the same cores as the
-// server: the figures are a floor, and a relative measure between the
-// gateway and bare gnet.
-var idleConns = flag.Int("gateway.idle-conns", 2000, "connections opened by BenchmarkIdleMemory (two descriptors each; the process limit bounds it)")
+// Clients run on the same cores as the server (BenchmarkPush's in the
+// benchmark's process): the figures are a floor, and a relative measure
+// between the gateway and bare gnet.
+var (
+	idleConns = flag.Int("gateway.idle-conns", 2000, "connections BenchmarkIdleMemory holds open to the server (one descriptor each in the benchmark's process: its RLIMIT_NOFILE hard limit bounds it)")
+	idleProcs = flag.Int("gateway.idle-procs", 0, "device processes opening BenchmarkIdleMemory's connections; 0: one per 8,000 connections")
+)
 
 const benchPayloadSize = 256
 
@@ -88,7 +90,8 @@ type bareGnet struct {
 
 	mu    sync.Mutex
 	conns map[int]gnet.Conn // by device index (from the device id "dev-N")
-	count atomic.Int64
+	count atomic.Int64      // open connections
+	acked atomic.Int64      // open connections that were sent CONNACK
 }
 
 func (s *bareGnet) OnBoot(eng gnet.Engine) gnet.Action {
@@ -111,8 +114,11 @@ func (s *bareGnet) OnOpen(gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-func (s *bareGnet) OnClose(gnet.Conn, error) gnet.Action {
+func (s *bareGnet) OnClose(c gnet.Conn, _ error) gnet.Action {
 	s.count.Add(-1)
+	if c.Context() != nil {
+		s.acked.Add(-1)
+	}
 	return gnet.None
 }
 
@@ -136,6 +142,7 @@ func (s *bareGnet) OnTraffic(c gnet.Conn) gnet.Action {
 					s.mu.Unlock()
 				}
 				_, _ = c.Write(s.connack)
+				s.acked.Add(1)
 			}
 		case *wire.Ack:
 			for range f.IDs {
@@ -311,116 +318,131 @@ func benchPush(b *testing.B, server string, n int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
 }
 
-// BenchmarkIdleMemory opens -gateway.idle-conns connections (each sends
-// CONNECT and waits for CONNACK, then stays idle) and reports the growth
-// of the Go heap and of the process's RSS per connection. The devices use
-// raw blocking sockets, no Go objects, so the growth is the server's.
+// BenchmarkIdleMemory holds -gateway.idle-conns connections open to one
+// server process, opened by -gateway.idle-procs device processes (the
+// test binary run again: runIdleChild), each connection sending CONNECT
+// and then staying silent, and reports the growth of the server
+// process's Go heap (after a GC) and RSS per connection once every device
+// is online, with the process's open descriptors at that moment. The
+// devices run in other processes, so the growth is the server's, and the
+// server's limit on open files is the only cap: one descriptor per
+// connection (raised to the hard limit; the ephemeral ports of 127.0.0.1,
+// 28,232 by default, come next). Each round starts new device processes.
 func BenchmarkIdleMemory(b *testing.B) {
+	limit, err := raiseFileLimit()
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, procs := *idleConns, *idleProcs
+	if procs == 0 {
+		procs = (n + idleConnsPerProc - 1) / idleConnsPerProc
+	}
+	if n < 1 || procs < 1 || procs > n {
+		b.Fatalf("-gateway.idle-conns %d, -gateway.idle-procs %d: want 1 <= procs <= conns", n, procs)
+	}
+	// Beside the connections: the listener, the event loops' epoll and
+	// event descriptors, the runtime's, three pipes per device process.
+	if need := uint64(n + 3*procs + 32); need > limit {
+		b.Fatalf("%d connections need about %d descriptors; RLIMIT_NOFILE is %d (its hard limit)", n, need, limit)
+	}
 	for _, server := range []string{"gateway", "baregnet"} {
-		b.Run(fmt.Sprintf("server=%s/conns=%d", server, *idleConns), func(b *testing.B) {
-			creds := testCredentials(b)
-			var addr string
+		b.Run(fmt.Sprintf("server=%s/conns=%d/procs=%d", server, n, procs), func(b *testing.B) {
+			var srv idleServer
 			switch server {
 			case "gateway":
 				cfg := testConfig()
 				cfg.Heartbeat = wire.Heartbeat{Interval: time.Hour, IdleTimeout: 2 * time.Hour}
 				cfg.DrainTimeout = 30 * time.Second
-				addr = startServer(b, cfg, creds, nil).addr
+				srv = idleGateway{startServer(b, cfg, testCredentials(b), nil)}
 			default:
-				addr = startBareGnet(b, make(chan struct{})).addr()
+				srv = startBareGnet(b, make(chan struct{}))
 			}
+			var heap, rss, fds float64
+			rounds := 0
 			for b.Loop() {
-				heap, rss := idleRound(b, addr, creds, *idleConns)
-				b.ReportMetric(heap, "heap-B/conn")
-				b.ReportMetric(rss, "rss-B/conn")
+				h, r, f := idleRound(b, srv, n, procs)
+				heap, rss, fds = heap+h, rss+r, max(fds, f)
+				rounds++
 			}
+			b.ReportMetric(heap/float64(rounds), "heap-B/conn")
+			b.ReportMetric(rss/float64(rounds), "rss-B/conn")
+			b.ReportMetric(fds, "server-fds")
 		})
 	}
 }
 
-func idleRound(b *testing.B, addr string, creds *gateway.Credentials, k int) (heapPerConn, rssPerConn float64) {
-	host, portStr, _ := net.SplitHostPort(addr)
-	port, _ := strconv.Atoi(portStr)
-	sa := &unix.SockaddrInet4{Port: port}
-	copy(sa.Addr[:], net.ParseIP(host).To4())
+// idleConnsPerProc is the default share of each device process.
+const idleConnsPerProc = 8000
+
+// idleServer is what BenchmarkIdleMemory measures.
+type idleServer interface {
+	addr() string
+	connected() int // connections sent CONNACK and open
+	open() int      // connections open
+}
+
+type idleGateway struct{ *testServer }
+
+func (g idleGateway) addr() string   { return g.testServer.addr }
+func (g idleGateway) connected() int { return int(g.Stats().Online) }
+func (g idleGateway) open() int      { return int(g.Stats().Connections) }
+
+func (s *bareGnet) connected() int { return int(s.acked.Load()) }
+func (s *bareGnet) open() int      { return int(s.count.Load()) }
+
+// idleRound opens n connections from procs device processes, measures
+// the growth once the server has them all online, and closes them.
+func idleRound(b *testing.B, srv idleServer, n, procs int) (heapPerConn, rssPerConn, fds float64) {
+	timeout := 30*time.Second + time.Duration(n)*time.Millisecond
+	var p deviceProcs
+	defer p.stop()
+	p.start(b, srv.addr(), n, procs)
 	heap0, rss0 := memNow()
-	fds := make([]int, k)
-	var wg sync.WaitGroup
-	var failed atomic.Value
-	const workers = 8
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < k; i += workers {
-				fd, err := idleDevice(sa, fmt.Sprintf("idle-%d", i), creds)
-				if err != nil {
-					failed.Store(err)
-					return
-				}
-				fds[i] = fd
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := failed.Load().(error); err != nil {
-		b.Fatal(err)
-	}
+	p.connect(b, timeout)
+	poll(b, timeout, func() bool { return srv.connected() == n }, func() string {
+		return fmt.Sprintf("%d of %d devices online (%d connections open)", srv.connected(), n, srv.open())
+	})
 	heap1, rss1 := memNow()
-	for _, fd := range fds {
-		unix.Close(fd)
+	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
+		fds = float64(len(ents))
 	}
-	return float64(heap1-heap0) / float64(k), float64(rss1-rss0) / float64(k)
+	p.stop()
+	poll(b, timeout, func() bool { return srv.open() == 0 }, func() string {
+		return fmt.Sprintf("%d connections still open", srv.open())
+	})
+	return float64(heap1-heap0) / float64(n), float64(rss1-rss0) / float64(n), fds
 }
 
-// idleDevice connects a raw socket, sends CONNECT and reads the 27-byte
-// CONNACK, all blocking.
-func idleDevice(sa *unix.SockaddrInet4, device string, creds *gateway.Credentials) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.Connect(fd, sa); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	hello, err := wire.AppendFrame(nil, &wire.Connect{AppKey: testApp, DeviceID: device, Credential: creds.Issue(testApp, device), SDKVersion: "bench/1"})
-	if err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	if _, err := unix.Write(fd, hello); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	var ack [wire.PrefixSize + 23]byte
-	for got := 0; got < len(ack); {
-		n, err := unix.Read(fd, ack[got:])
-		if err != nil || n == 0 {
-			unix.Close(fd)
-			if err == nil {
-				err = io.ErrUnexpectedEOF
-			}
-			return -1, fmt.Errorf("reading CONNACK: %w", err)
+// poll checks cond every few milliseconds until it holds, failing with
+// state() after timeout.
+func poll(b *testing.B, timeout time.Duration, cond func() bool, state func() string) {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			b.Fatalf("after %v: %s", timeout, state())
 		}
-		got += n
+		<-tick.C
 	}
-	if wire.Type(ack[5]) != wire.TypeConnack {
-		unix.Close(fd)
-		return -1, fmt.Errorf("got frame type %v, want CONNACK", wire.Type(ack[5]))
-	}
-	return fd, nil
 }
 
-// memNow returns the live heap after a GC and the RSS, in bytes.
+// memNow returns the live heap after a GC and the resident set (VmRSS),
+// in bytes.
 func memNow() (heap, rss int64) {
 	runtime.GC()
 	debug.FreeOSMemory() // so RSS follows the live heap
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	statm, err := os.ReadFile("/proc/self/statm")
-	if err == nil {
-		if f := strings.Fields(string(statm)); len(f) > 1 {
-			pages, _ := strconv.ParseInt(f[1], 10, 64)
-			rss = pages * int64(os.Getpagesize())
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return int64(ms.HeapAlloc), 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			rss = kb << 10
 		}
 	}
 	return int64(ms.HeapAlloc), rss

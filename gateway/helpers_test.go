@@ -20,9 +20,15 @@ const (
 	waitTimeout = 10 * time.Second
 )
 
+// testCredentialKeys are the keys of testCredentials (also used by
+// BenchmarkIdleMemory's device processes).
+func testCredentialKeys() []gateway.CredentialKey {
+	return []gateway.CredentialKey{{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}}
+}
+
 func testCredentials(t testing.TB, opts ...gateway.CredentialsOption) *gateway.Credentials {
 	t.Helper()
-	c, err := gateway.NewCredentials([]gateway.CredentialKey{{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}}, opts...)
+	c, err := gateway.NewCredentials(testCredentialKeys(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
