@@ -254,8 +254,9 @@ func (c *Channel) flush(key, device string) {
 	}
 }
 
-// Run records acknowledgements and opens every FlushInterval and serves
-// the connect work until ctx ends.
+// Run records acknowledgements and opens every FlushInterval, sweeps
+// expired pushes from the outbox every minute and serves the connect work
+// until ctx ends.
 func (c *Channel) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range 4 {
@@ -274,6 +275,8 @@ func (c *Channel) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(c.cfg.FlushInterval)
 	defer t.Stop()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -282,6 +285,11 @@ func (c *Channel) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			c.record(ctx)
+		case <-sweep.C:
+			// Expired pushes of devices that never came back.
+			if _, err := c.cfg.Outbox.Sweep(c.cfg.Now()); err != nil {
+				c.cfg.Logger.Error("gateway outbox sweep", "err", err)
+			}
 		}
 	}
 }

@@ -273,3 +273,70 @@ func prefixEnd(p []byte) []byte {
 	e[len(e)-1]++
 	return e
 }
+
+// Sweep removes every expired push from the outbox, those of devices that
+// never connect again included, and the acknowledgements of expired
+// broadcasts. It returns how many pushes it removed.
+func (o *Outbox) Sweep(now time.Time) (int, error) {
+	var stale [][]byte
+	var ended [][]byte
+	removed := 0
+	visit := func(prefix []byte, index func(k, v []byte) []byte, broadcast bool) error {
+		return o.store.Scan(prefix, prefixEnd(prefix), false, func(k, v []byte) bool {
+			e, err := decodeEntry(v)
+			if err == nil && !e.expired(now) {
+				return true
+			}
+			removed++
+			stale = append(stale, append([]byte(nil), k...), index(k, v))
+			if broadcast && len(v) >= 16 {
+				ended = append(ended, ackPrefix(appOf(k), v[:16]))
+			}
+			return true
+		})
+	}
+	// gwo \0 app \0 device \0 seq: the index key is gwx \0 app \0 device \0 id.
+	err := visit([]byte("gwo\x00"), func(k, v []byte) []byte {
+		idx := append([]byte("gwx"), k[3:len(k)-8]...)
+		return append(idx, v[:min(16, len(v))]...)
+	}, false)
+	if err != nil {
+		return 0, err
+	}
+	// gwb \0 app \0 seq: the index key is gwy \0 app \0 id.
+	err = visit([]byte("gwb\x00"), func(k, v []byte) []byte {
+		idx := append([]byte("gwy"), k[3:len(k)-8]...)
+		return append(idx, v[:min(16, len(v))]...)
+	}, true)
+	if err != nil {
+		return 0, err
+	}
+	if len(stale) > 0 {
+		err := o.store.Update(func(w projections.Writer) error {
+			for _, k := range stale {
+				if err := w.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	}
+	for _, p := range ended {
+		if err := o.store.DeletePrefix(p); err != nil {
+			return 0, err
+		}
+	}
+	return removed, nil
+}
+
+// appOf returns the app of a gwo or gwb key ("gw?" \0 app \0 ...).
+func appOf(k []byte) string {
+	rest := k[4:]
+	if i := bytes.IndexByte(rest, 0); i >= 0 {
+		return string(rest[:i])
+	}
+	return ""
+}

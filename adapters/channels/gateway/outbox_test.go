@@ -126,3 +126,39 @@ func TestOutboxBroadcasts(t *testing.T) {
 		t.Fatalf("d2 after broadcast 1 expired %v", got)
 	}
 }
+
+// TestOutboxSweep: expired pushes go away even for devices that never
+// connect again, with their broadcasts' acknowledgements.
+func TestOutboxSweep(t *testing.T) {
+	o := newOutbox(t)
+	now := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+	for n := byte(1); n <= 3; n++ {
+		if err := o.Put("app", "gone", gatewaych.Entry{ID: id(n), ExpiresAt: now.Add(time.Duration(n) * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := o.PutBroadcast("app", gatewaych.Entry{ID: id(9), ExpiresAt: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Ack("app", "d1", []wire.MessageID{id(9)}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := o.Sweep(now.Add(150 * time.Second))
+	if err != nil || n != 3 {
+		t.Fatalf("swept %d (%v), want 3 (two pushes, one broadcast)", n, err)
+	}
+	if got := pending(t, o, "app", "gone", now); !slices.Equal(got, []byte{3}) {
+		t.Fatalf("after the sweep %v, want [3]", got)
+	}
+	// The broadcast is gone, and so is d1's acknowledgement of it: a new
+	// broadcast reusing nothing of it is pending for d1.
+	if err := o.PutBroadcast("app", gatewaych.Entry{ID: id(9)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := pending(t, o, "app", "d1", now); !slices.Equal(got, []byte{9}) {
+		t.Fatalf("d1 %v: the old acknowledgement survived the sweep", got)
+	}
+	if n, err := o.Sweep(now.Add(150 * time.Second)); err != nil || n != 0 {
+		t.Fatalf("second sweep removed %d (%v)", n, err)
+	}
+}
