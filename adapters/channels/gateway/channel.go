@@ -34,9 +34,11 @@ type Apps interface {
 	ByKey(key string) (*app.App, bool)
 }
 
-// Devices lists an app's devices (for broadcasts).
+// Devices is the device registry: an app's devices (for broadcasts) and
+// one device (for the blacklist and logout checks at connect).
 type Devices interface {
 	All(app string, fn func(v projections.DeviceView) bool) error
+	Device(app, id string) (projections.DeviceView, error)
 }
 
 // Recorder records acknowledgements and opens (commands.Handler).
@@ -160,12 +162,16 @@ func (c *Channel) Send(_ context.Context, p channels.Push) (channels.Result, err
 		return err
 	}
 	if len(p.Targets) == 0 {
+		// A broadcast: every active device of the app but those the app
+		// blacklisted (now: the blacklist may have changed since accept).
+		// Devices that connect later get it from the outbox; the blacklist
+		// is checked again then.
 		if err := c.cfg.Outbox.PutBroadcast(a.ID, e); err != nil {
 			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
 		}
 		n := 0
 		err := c.cfg.Devices.All(a.ID, func(v projections.DeviceView) bool {
-			if v.Active {
+			if v.Active && !blacklisted(a, v) {
 				n++
 				if err := push(v.DeviceID); err != nil {
 					c.cfg.Logger.Debug("gateway push", "device", v.DeviceID, "err", err)
@@ -243,6 +249,10 @@ func (c *Channel) submit(f func()) {
 func (c *Channel) flush(key, device string) {
 	a, ok := c.cfg.Apps.ByKey(key)
 	if !ok {
+		return
+	}
+	// A device logged out or blacklisted since gets nothing.
+	if v, err := c.cfg.Devices.Device(a.ID, device); err != nil || !v.Active || blacklisted(a, v) {
 		return
 	}
 	err := c.cfg.Outbox.Pending(a.ID, device, c.cfg.Now(), func(e Entry) bool {
@@ -354,3 +364,17 @@ func (c *Channel) apply(ctx context.Context, id string, cmd message.Command) {
 
 var _ channels.Channel = (*Channel)(nil)
 var _ gateway.Handler = (*Channel)(nil)
+
+// blacklisted reports whether the app's blacklist excludes device v: by
+// id, by its user alias, or by one of its tags (groups).
+func blacklisted(a *app.App, v projections.DeviceView) bool {
+	if a.Blacklisted(app.KindDevice, v.DeviceID) || (v.Alias != "" && a.Blacklisted(app.KindUser, v.Alias)) {
+		return true
+	}
+	for _, t := range v.Tags {
+		if a.Blacklisted(app.KindGroup, t) {
+			return true
+		}
+	}
+	return false
+}

@@ -292,3 +292,45 @@ func TestGatewayBroadcast(t *testing.T) {
 	}
 	t.Logf("%d acknowledgements recorded in %d events", len(devices), batches)
 }
+
+// TestGatewayBroadcastSkipsBlacklisted: a broadcast does not reach a device
+// the app blacklisted (by id, user or group), online or connecting later.
+func TestGatewayBroadcastSkipsBlacklisted(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c := gatewayApp(t, in)
+	register(t, c, "ok-1", "")
+	register(t, c, "stolen", "")
+	register(t, c, "mallory-phone", "mallory")
+	register(t, c, "late-stolen", "")
+	var appID string
+	var apps struct {
+		Apps []api.AppView `json:"apps"`
+	}
+	admin := &client.Client{BaseURL: in.URL, AdminToken: in.P.AdminToken, HTTP: http.DefaultClient}
+	if err := admin.Do(context.Background(), http.MethodGet, "/admin/v1/apps", nil, nil, &apps); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range apps.Apps {
+		if a.AppKey == c.AppKey {
+			appID = a.AppID
+		}
+	}
+	for _, bl := range []map[string]any{{"kind": "device", "add": []string{"stolen", "late-stolen"}}, {"kind": "user", "add": []string{"mallory"}}} {
+		if err := admin.Do(context.Background(), http.MethodPost, "/admin/v1/apps/"+appID+"/blacklist", nil, bl, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok, stolen, mallory := connect(t, c, "ok-1", t.TempDir()), connect(t, c, "stolen", t.TempDir()), connect(t, c, "mallory-phone", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "online", func() bool { return in.P.Gateway.Stats().Online == 3 })
+	id := send(t, c, api.MessageRequest{Audience: message.Audience{Broadcast: true}, Notification: &message.Notification{Title: "all"}})
+	platformtest.Eventually(t, 10*time.Second, "delivered to ok-1", func() bool { return status(t, c, id).State == message.StateDelivered })
+	late := connect(t, c, "late-stolen", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "late device online", func() bool { return in.P.Gateway.Online(c.AppKey, "late-stolen") })
+	// Another push to ok-1 after the late device's connect work: once it
+	// arrives, the late device's outbox flush has run too.
+	after := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"ok-1"}}, Notification: &message.Notification{Title: "after"}})
+	platformtest.Eventually(t, 10*time.Second, "the later push", func() bool { return ok.has(after) })
+	if !ok.has(id) || stolen.has(id) || mallory.has(id) || late.has(id) {
+		t.Fatalf("broadcast reached: ok-1 %v, stolen %v, mallory %v, late-stolen %v", ok.has(id), stolen.has(id), mallory.has(id), late.has(id))
+	}
+}
