@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -205,4 +207,44 @@ func invalidPolicy(err error) error {
 func pointerOf(path string) string {
 	r := strings.NewReplacer("[", "/", "]", "", ".", "/", `"`, "", "~", "~0")
 	return "/" + r.Replace(path)
+}
+
+// DeviceDelivery answers GET /v1/messages/{id}/devices/{device}: what
+// happened to the message on one device, from the ledger.
+type DeviceDelivery struct {
+	MessageID string `json:"message_id"`
+	DeviceID  string `json:"device_id"`
+	// Targeted: the device is one the message was sent to (for a
+	// broadcast, every device of the app is).
+	Targeted bool `json:"targeted"`
+	// DeliveredAt is when the device acknowledged the message, OpenedAt
+	// when the user opened it there; absent when it did not (yet).
+	DeliveredAt *time.Time `json:"delivered_at,omitempty"`
+	OpenedAt    *time.Time `json:"opened_at,omitempty"`
+}
+
+func (s *Server) getMessageDevice(c echo.Context) error {
+	evs, _, err := s.loadMessage(c)
+	if err != nil {
+		return err
+	}
+	var m message.Message
+	for _, re := range evs {
+		e, err := message.Decode(re.Type, re.Data)
+		if err != nil {
+			return err
+		}
+		if err := m.Evolve(e); err != nil {
+			return err
+		}
+	}
+	dev := c.Param("device")
+	out := DeviceDelivery{MessageID: m.ID, DeviceID: dev, Targeted: m.Audience.Broadcast || slices.Contains(m.Targets, dev)}
+	if at, ok := m.Delivered[dev]; ok {
+		out.DeliveredAt = &at
+	}
+	if at, ok := m.Opened[dev]; ok {
+		out.OpenedAt = &at
+	}
+	return c.JSON(http.StatusOK, out)
 }

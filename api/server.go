@@ -154,6 +154,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	v1.GET("/messages", s.listMessages, auth)
 	v1.GET("/messages/:id", s.getMessage, auth)
 	v1.GET("/messages/:id/events", s.getMessageEvents, auth)
+	v1.GET("/messages/:id/devices/:device", s.getMessageDevice, auth)
 	v1.POST("/messages/:id/cancel", s.postCancel, auth)
 	v1.POST("/messages/:id/resend", s.postResend, auth)
 	v1.PUT("/devices/:id", s.putDevice, auth)

@@ -705,6 +705,27 @@ func TestContract(t *testing.T) {
 		}
 		c.fails(req{method: "POST", path: "/v1/messages/" + uuid.NewString() + "/resend", app: &A}, 404, api.SlugNotFound)
 
+		// What happened on one device: nothing acknowledged yet, then a
+		// batch of acknowledgements recorded as the gateway does.
+		var dd api.DeviceDelivery
+		c.ok(req{method: "GET", path: "/v1/messages/" + first + "/devices/phone-1", app: &A}, 200, &dd)
+		if !dd.Targeted || dd.DeliveredAt != nil || dd.MessageID != first {
+			t.Errorf("device delivery before any ack %+v", dd)
+		}
+		if _, _, err := c.in.Commands.Message(context.Background(), first, msgdomain.RecordDeliveries{DeviceIDs: []string{"phone-1"}, Channel: "gateway"}); err != nil {
+			t.Fatal(err)
+		}
+		c.ok(req{method: "GET", path: "/v1/messages/" + first + "/devices/phone-1", app: &A}, 200, &dd)
+		if dd.DeliveredAt == nil || dd.OpenedAt != nil {
+			t.Errorf("device delivery after the ack %+v", dd)
+		}
+		c.ok(req{method: "GET", path: "/v1/messages/" + first + "/devices/stolen-1", app: &A}, 200, &dd)
+		if dd.Targeted || dd.DeliveredAt != nil {
+			t.Errorf("a device the message was not for: %+v", dd)
+		}
+		c.fails(req{method: "GET", path: "/v1/messages/" + first + "/devices/phone-1", app: &B}, 404, api.SlugNotFound)
+		c.fails(req{method: "GET", path: "/v1/messages/" + uuid.NewString() + "/devices/phone-1", app: &A}, 404, api.SlugNotFound)
+
 		// The app's delivery policy: defaults, a change, a refusal, a reset.
 		var pv api.PolicyView
 		path := "/admin/v1/apps/" + A.appID + "/policy"
@@ -1129,6 +1150,7 @@ func TestContractSchemasMatchGoTypes(t *testing.T) {
 		"ProblemField":     api.ProblemField{},
 		"ReasonRequest":    api.ReasonRequest{},
 		"DeviceCredential": api.DeviceCredential{},
+		"DeviceDelivery":   api.DeviceDelivery{},
 		"PolicyView":       api.PolicyView{},
 		"DeliveryPolicy":   policy.Config{},
 		"ChannelPolicy":    policy.ChannelPolicy{},
