@@ -12,12 +12,16 @@ import (
 // Key prefixes. See the package documentation for the layout.
 const (
 	prefixAll     = 'a' // a <pos BE8>                          -> record
+	prefixCat     = 'c' // c <uvarint len(cat)> <cat> <pos BE8>  -> "" (layout 3)
 	prefixEventID = 'e' // e <uvarint len(stream)> <stream> <event id> -> idempotency entry
 	prefixHead    = 'h' // h <stream>                           -> last revision BE8
 	prefixID      = 'i' // i <event id> -> idempotency entry (layout 1, read only)
 	prefixMeta    = 'm' // m <name>                             -> value
 	prefixStream  = 's' // s <uvarint len(stream)> <stream> <rev BE8> -> pos BE8
-	layoutVersion = "2"
+	layoutVersion = "3"
+	// layoutVersion2 had no category index (c keys); a store of layout 2
+	// (or 1) gets it built at Open.
+	layoutVersion2 = "2"
 	// layoutVersion1 kept the idempotency index by event id alone (i keys);
 	// a store of layout 1 is upgraded at Open and its i keys still read.
 	layoutVersion1 = "1"
@@ -54,6 +58,42 @@ func eventIDKey(dst []byte, stream, id string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(stream)))
 	dst = append(dst, stream...)
 	return append(dst, id...)
+}
+
+// category is a stream's category: its name up to and including the
+// first '-' ("message-" for "message-42"), or "" when it has none. Every
+// event of a stream with a category is also indexed under it, so that a
+// subscription or read filtered by one category reads only its events.
+func category(stream string) string {
+	for i := 0; i < len(stream); i++ {
+		if stream[i] == '-' {
+			return stream[:i+1]
+		}
+	}
+	return ""
+}
+
+// filterCategory returns the category a filter selects, when its stream
+// prefixes are exactly one category: one prefix ending in its only '-'.
+func filterCategory(f *ledger.Filter) (string, bool) {
+	if f == nil || len(f.StreamPrefixes) != 1 {
+		return "", false
+	}
+	p := f.StreamPrefixes[0]
+	if p == "" || category(p) != p {
+		return "", false
+	}
+	return p, true
+}
+
+func categoryPrefix(dst []byte, cat string) []byte {
+	dst = append(dst, prefixCat)
+	dst = binary.AppendUvarint(dst, uint64(len(cat)))
+	return append(dst, cat...)
+}
+
+func categoryKey(dst []byte, cat string, pos uint64) []byte {
+	return binary.BigEndian.AppendUint64(categoryPrefix(dst, cat), pos)
 }
 
 func metaKey(name string) []byte {

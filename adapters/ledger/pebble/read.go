@@ -1,7 +1,9 @@
 package pebbleledger
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -175,6 +177,16 @@ func (s *Store) scan(ctx context.Context, after, upto uint64, max int, filter *l
 	if after >= upto {
 		return nil, after, nil
 	}
+	if cat, ok := filterCategory(filter); ok {
+		evs, last, full, err := s.scanCategory(ctx, cat, after+1, upto+1, max, filter, false)
+		if err != nil {
+			return nil, after, err
+		}
+		if full {
+			return evs, last, nil
+		}
+		return evs, upto, nil
+	}
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: allKey(nil, after+1),
 		UpperBound: allKey(nil, upto+1),
@@ -216,6 +228,10 @@ func (s *Store) scanBackwards(ctx context.Context, below uint64, max int, filter
 	if below <= 1 {
 		return nil, nil
 	}
+	if cat, ok := filterCategory(filter); ok {
+		evs, _, _, err := s.scanCategory(ctx, cat, 1, below, max, filter, true)
+		return evs, err
+	}
 	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{
 		LowerBound: allKey(nil, 1),
 		UpperBound: allKey(nil, below),
@@ -247,6 +263,67 @@ func (s *Store) scanBackwards(ctx context.Context, below uint64, max int, filter
 		return nil, fmt.Errorf("pebbleledger: read $all: %w", err)
 	}
 	return evs, nil
+}
+
+// scanCategory reads the events of one category with positions in
+// [from, to), forwards or backwards, through the category index: it walks
+// the index and reads each event by its position, so a category whose
+// events are rare among all is read without reading the others. It
+// returns at most max events (0: no limit); full reports that it stopped
+// at max, last is then the position of the last event returned.
+func (s *Store) scanCategory(ctx context.Context, cat string, from, to uint64, max int, filter *ledger.Filter, backwards bool) (evs []ledger.RecordedEvent, last uint64, full bool, err error) {
+	idx, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: categoryKey(nil, cat, from),
+		UpperBound: categoryKey(nil, cat, to),
+	})
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("pebbleledger: read category %s: %w", cat, err)
+	}
+	all, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{LowerBound: allKey(nil, from), UpperBound: allKey(nil, to)})
+	if err != nil {
+		_ = idx.Close()
+		return nil, 0, false, fmt.Errorf("pebbleledger: read category %s: %w", cat, err)
+	}
+	step, start := idx.Next, idx.First
+	if backwards {
+		step, start = idx.Prev, idx.Last
+	}
+	var key []byte
+	n := 0
+	for ok := start(); ok; ok = step() {
+		if n++; n%ctxCheckEvery == 0 {
+			if err = ctx.Err(); err != nil {
+				break
+			}
+		}
+		k := idx.Key()
+		if len(k) < 8 {
+			err = fmt.Errorf("%w: category key %x", errCorrupt, k)
+			break
+		}
+		pos := binary.BigEndian.Uint64(k[len(k)-8:])
+		key = allKey(key[:0], pos)
+		if !all.SeekGE(key) || !bytes.Equal(all.Key(), key) {
+			err = fmt.Errorf("%w: category %s lists position %d, which holds no event", errCorrupt, cat, pos)
+			break
+		}
+		var r recordView
+		if _, r, err = decodeEntry(all); err != nil {
+			break
+		}
+		if !r.matches(filter) {
+			continue
+		}
+		evs = append(evs, r.event(pos))
+		if max > 0 && len(evs) >= max {
+			last, full = pos, true
+			break
+		}
+	}
+	if err = errors.Join(err, idx.Error(), idx.Close(), all.Error(), all.Close()); err != nil {
+		return nil, 0, false, fmt.Errorf("pebbleledger: read category %s: %w", cat, err)
+	}
+	return evs, last, full, nil
 }
 
 func decodeEntry(it *pebble.Iterator) (uint64, recordView, error) {

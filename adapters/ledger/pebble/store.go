@@ -46,7 +46,10 @@
 //	i <event id>                          -> idempotency entry of layout 1 (read
 //	                                         only; a store of layout 1 is
 //	                                         upgraded at Open)
-//	m version                             -> "2", the layout version
+//	c <uvarint len> <cat> <pos BE8>       -> "" (the category index: cat is
+//	                                         the stream's name up to its first
+//	                                         '-'; layout 3)
+//	m version                             -> "3", the layout version
 //
 // The idempotency index is per stream (KurrentDB's semantics, see the
 // ledger package): an append to a stream that has no events yet cannot be a
@@ -54,7 +57,10 @@
 // Its entries are still written, for later retries.
 //
 // Records live once, in global order; a stream read walks the stream index
-// and looks the records up by position. The last position is the last a key,
+// and looks the records up by position, and so does a read or subscription
+// filtered by one category ("app-", "message-", ...) with the category
+// index: the app directory rebuilt at start reads the app events alone, not
+// the whole ledger. A store of layout 2 gets the index built at Open. The last position is the last a key,
 // found at Open. Positions are contiguous from 1.
 package pebbleledger
 
@@ -234,6 +240,42 @@ func open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// buildCategoryIndex writes the category key of every stored event (the
+// upgrade to layout 3), synced, in batches.
+func buildCategoryIndex(db *pebble.DB) error {
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixAll}, UpperBound: []byte{prefixAll + 1}})
+	if err != nil {
+		return fmt.Errorf("pebbleledger: build category index: %w", err)
+	}
+	b := db.NewBatch()
+	var key []byte
+	for ok := it.First(); ok; ok = it.Next() {
+		pos, r, err := decodeEntry(it)
+		if err != nil {
+			_ = it.Close()
+			return fmt.Errorf("pebbleledger: build category index: %w", err)
+		}
+		if cat := category(string(r.stream)); cat != "" {
+			key = categoryKey(key[:0], cat, pos)
+			_ = b.Set(key, nil, nil)
+		}
+		if b.Count() >= 10000 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				_ = it.Close()
+				return fmt.Errorf("pebbleledger: build category index: %w", err)
+			}
+			b = db.NewBatch()
+		}
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("pebbleledger: build category index: %w", err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("pebbleledger: build category index: %w", err)
+	}
+	return nil
+}
+
 // initialise checks or writes the layout version (upgrading layout 1 to 2)
 // and returns the last position and whether layout-1 idempotency entries
 // (i keys) exist.
@@ -251,8 +293,12 @@ func initialise(db *pebble.DB) (last uint64, legacy bool, err error) {
 		_ = closer.Close()
 		switch got {
 		case layoutVersion:
-		case layoutVersion1:
-			// Layout 2 only adds the e keys: keep reading the i keys.
+		case layoutVersion1, layoutVersion2:
+			// Layout 2 added the e keys (the i keys of layout 1 are still
+			// read); layout 3 adds the category index, built here.
+			if err := buildCategoryIndex(db); err != nil {
+				return 0, false, err
+			}
 			if err := db.Set(metaKey("version"), []byte(layoutVersion), pebble.Sync); err != nil {
 				return 0, false, fmt.Errorf("pebbleledger: upgrade layout version: %w", err)
 			}
@@ -775,6 +821,12 @@ func (w *writer) stage(b *pebble.Batch, r *appendReq, pos *uint64, now int64) (l
 		w.num = binary.BigEndian.AppendUint64(w.num[:0], p)
 		if err := b.Set(w.key, w.num, nil); err != nil {
 			return ledger.AppendResult{}, err
+		}
+		if cat := category(r.stream); cat != "" {
+			w.key = categoryKey(w.key[:0], cat, p)
+			if err := b.Set(w.key, nil, nil); err != nil {
+				return ledger.AppendResult{}, err
+			}
 		}
 		ie := idEntry{index: uint64(i), count: n, revision: rev, lastPos: lastPos, stream: r.stream}
 		w.key = eventIDKey(w.key[:0], r.stream, e.ID)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -280,4 +281,90 @@ func TestLayout1Upgrade(t *testing.T) {
 	if got, err := s.Append(ctx, "s", ledger.Any{}, e3); err != nil || got != r3 {
 		t.Fatalf("retry of a layout-2 append = %+v, %v; want %+v", got, err, r3)
 	}
+}
+
+// TestCategoryIndex: reads and subscriptions filtered by one category go
+// through the category index and return what a scan of $all returns; a
+// store of layout 2 gets the index built at Open.
+func TestCategoryIndex(t *testing.T) {
+	fs := vfs.NewMem()
+	cfg := Config{Dir: "db", FS: fs, Logger: quietLogger()}
+	s := openTest(t, cfg)
+	ctx := context.Background()
+	for i := range 300 {
+		stream := []string{"app-a", "message-" + strconv.Itoa(i), "device-x-" + strconv.Itoa(i%7), "nodash"}[i%4]
+		if _, err := s.Append(ctx, stream, ledger.Any{}, ledger.EventData{ID: ledger.NewID(), Type: "t" + strconv.Itoa(i%3)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	positions := func(evs []ledger.RecordedEvent) []uint64 {
+		var out []uint64
+		for _, e := range evs {
+			out = append(out, e.Position)
+		}
+		return out
+	}
+	check := func(s *Store) {
+		t.Helper()
+		for _, cat := range []string{"app-", "message-", "device-"} {
+			for _, types := range [][]string{nil, {"t1"}} {
+				indexed := ledger.Filter{StreamPrefixes: []string{cat}, TypePrefixes: types}
+				scanned := ledger.Filter{StreamPrefixes: []string{cat, "no-such-category-"}, TypePrefixes: types}
+				if _, ok := filterCategory(&scanned); ok {
+					t.Fatal("the comparison filter takes the index path")
+				}
+				for _, dir := range []ledger.Direction{ledger.Forwards, ledger.Backwards} {
+					from := uint64(0)
+					if dir == ledger.Backwards {
+						from = ledger.End
+					}
+					for _, max := range []int{0, 7} {
+						a, err := s.ReadAll(ctx, from, dir, max, indexed)
+						if err != nil {
+							t.Fatal(err)
+						}
+						b, err := s.ReadAll(ctx, from, dir, max, scanned)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if !slices.Equal(positions(a), positions(b)) || len(a) == 0 {
+							t.Fatalf("%s %v %v max %d: index %v, scan %v", cat, types, dir, max, positions(a), positions(b))
+						}
+					}
+				}
+				// A subscription from the middle.
+				sub, err := s.Subscribe(ctx, 150, indexed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := sub.Recv(ctx)
+				sub.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, _ := s.ReadAll(ctx, 150, ledger.Forwards, 0, scanned)
+				if !slices.Equal(positions(got), positions(want)) {
+					t.Fatalf("subscription %s %v: %v, want %v", cat, types, positions(got), positions(want))
+				}
+			}
+		}
+	}
+	check(s)
+	// Make it a store of layout 2: no category keys.
+	if err := s.db.DeleteRange([]byte{prefixCat}, []byte{prefixCat + 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Set(metaKey("version"), []byte(layoutVersion2), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, cfg)
+	if v, closer, err := s.db.Get(metaKey("version")); err != nil || string(v) != layoutVersion {
+		t.Fatalf("layout after upgrade %q, %v", v, err)
+	} else {
+		_ = closer.Close()
+	}
+	check(s)
 }
