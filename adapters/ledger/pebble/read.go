@@ -177,7 +177,7 @@ func (s *Store) scan(ctx context.Context, after, upto uint64, max int, filter *l
 	if after >= upto {
 		return nil, after, nil
 	}
-	if cat, ok := filterCategory(filter); ok {
+	if cat, ok := filterCategory(filter); ok && s.sparse(ctx, cat, after+1, upto+1) {
 		evs, last, full, err := s.scanCategory(ctx, cat, after+1, upto+1, max, filter, false)
 		if err != nil {
 			return nil, after, err
@@ -228,7 +228,7 @@ func (s *Store) scanBackwards(ctx context.Context, below uint64, max int, filter
 	if below <= 1 {
 		return nil, nil
 	}
-	if cat, ok := filterCategory(filter); ok {
+	if cat, ok := filterCategory(filter); ok && s.sparse(ctx, cat, 1, below) {
 		evs, _, _, err := s.scanCategory(ctx, cat, 1, below, max, filter, true)
 		return evs, err
 	}
@@ -263,6 +263,42 @@ func (s *Store) scanBackwards(ctx context.Context, below uint64, max int, filter
 		return nil, fmt.Errorf("pebbleledger: read $all: %w", err)
 	}
 	return evs, nil
+}
+
+// sparse reports whether category cat is sparse in positions [from, to):
+// whether its index is worth walking instead of reading every event. A
+// walk looks each event up by position, about three times the cost of
+// reading it in sequence, so it pays when fewer than a quarter of the
+// events are the category's. It samples the index's first entries.
+func (s *Store) sparse(ctx context.Context, cat string, from, to uint64) bool {
+	const sample = 64
+	if to-from <= 4*sample {
+		return false // a short range: a scan is as cheap
+	}
+	it, err := s.db.NewIterWithContext(ctx, &pebble.IterOptions{
+		LowerBound: categoryKey(nil, cat, from),
+		UpperBound: categoryKey(nil, cat, to),
+	})
+	if err != nil {
+		return false
+	}
+	defer it.Close()
+	n, first, last := 0, uint64(0), uint64(0)
+	for ok := it.First(); ok && n < sample; ok = it.Next() {
+		k := it.Key()
+		if len(k) < 8 {
+			return false
+		}
+		last = binary.BigEndian.Uint64(k[len(k)-8:])
+		if n == 0 {
+			first = last
+		}
+		n++
+	}
+	if n < sample {
+		return true // fewer than sample events in the whole range
+	}
+	return last-first+1 > 4*uint64(n)
 }
 
 // scanCategory reads the events of one category with positions in
