@@ -169,20 +169,33 @@ func (c *Channel) Send(_ context.Context, p channels.Push) (channels.Result, err
 		if err := c.cfg.Outbox.PutBroadcast(a.ID, e); err != nil {
 			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
 		}
-		n := 0
+		var ids []string
 		err := c.cfg.Devices.All(a.ID, func(v projections.DeviceView) bool {
 			if v.Active && !blacklisted(a, v) {
-				n++
-				if err := push(v.DeviceID); err != nil {
-					c.cfg.Logger.Debug("gateway push", "device", v.DeviceID, "err", err)
-				}
+				ids = append(ids, v.DeviceID)
 			}
 			return true
 		})
 		if err != nil {
 			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "registry", Err: err}
 		}
-		return channels.Result{Accepted: max(n, 1)}, nil
+		// Pushes only queue frames for the event loops; a few goroutines
+		// keep every loop busy.
+		var wg sync.WaitGroup
+		const pushers = 4
+		for w := range pushers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := w; i < len(ids); i += pushers {
+					if err := push(ids[i]); err != nil {
+						c.cfg.Logger.Debug("gateway push", "device", ids[i], "err", err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return channels.Result{Accepted: max(len(ids), 1)}, nil
 	}
 	for _, t := range p.Targets {
 		if err := c.cfg.Outbox.Put(a.ID, t.DeviceID, e); err != nil {
@@ -340,13 +353,20 @@ func (c *Channel) record(ctx context.Context) {
 	for _, o := range opens {
 		c.apply(ctx, o.message, message.RecordOpened{DeviceID: o.device, Channel: Name})
 	}
+	byApp := map[string]map[string][]wire.MessageID{}
 	for k, ids := range pending {
-		a, ok := c.cfg.Apps.ByKey(k.app)
+		if byApp[k.app] == nil {
+			byApp[k.app] = map[string][]wire.MessageID{}
+		}
+		byApp[k.app][k.device] = ids
+	}
+	for key, acks := range byApp {
+		a, ok := c.cfg.Apps.ByKey(key)
 		if !ok {
 			continue
 		}
-		if err := c.cfg.Outbox.Ack(a.ID, k.device, ids); err != nil {
-			c.cfg.Logger.Error("gateway outbox ack", "app", a.ID, "device", k.device, "err", err)
+		if err := c.cfg.Outbox.AckMany(a.ID, acks); err != nil {
+			c.cfg.Logger.Error("gateway outbox ack", "app", a.ID, "err", err)
 		}
 	}
 }

@@ -237,24 +237,45 @@ func (o *Outbox) removeByID(app, device string, es []Entry) error {
 // Ack removes the pushes of ids waiting for device of app, and remembers
 // the acknowledged broadcasts among them until they expire.
 func (o *Outbox) Ack(app, device string, ids []wire.MessageID) error {
-	own := make([]Entry, len(ids))
-	for i, id := range ids {
-		own[i].ID = id
-	}
-	if err := o.removeByID(app, device, own); err != nil {
-		return err
-	}
+	return o.AckMany(app, map[string][]wire.MessageID{device: ids})
+}
+
+// AckMany is Ack for many devices of app, in one write.
+func (o *Outbox) AckMany(app string, acks map[string][]wire.MessageID) error {
 	return o.store.Update(func(w projections.Writer) error {
-		for _, id := range ids {
-			_, err := w.Get(append(key("gwy", app), id[:]...))
-			if errors.Is(err, projections.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if err := w.Set(append(ackPrefix(app, id[:]), device...), nil); err != nil {
-				return err
+		live := map[wire.MessageID]bool{} // broadcasts of app, looked up once
+		for device, ids := range acks {
+			for _, id := range ids {
+				idx := append(key("gwx", app, device), id[:]...)
+				v, err := w.Get(idx)
+				switch {
+				case err == nil:
+					if len(v) == 8 {
+						if err := w.Delete(seqKey(key("gwo", app, device), binary.BigEndian.Uint64(v))); err != nil {
+							return err
+						}
+					}
+					if err := w.Delete(idx); err != nil {
+						return err
+					}
+					continue // a push to the device, not a broadcast
+				case !errors.Is(err, projections.ErrNotFound):
+					return err
+				}
+				isLive, seen := live[id]
+				if !seen {
+					_, err := w.Get(append(key("gwy", app), id[:]...))
+					if err != nil && !errors.Is(err, projections.ErrNotFound) {
+						return err
+					}
+					isLive = err == nil
+					live[id] = isLive
+				}
+				if isLive {
+					if err := w.Set(append(ackPrefix(app, id[:]), device...), nil); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		return nil
