@@ -271,8 +271,8 @@ func BenchmarkPush(b *testing.B) {
 	}
 }
 
-func benchPush(b *testing.B, server string, n int) {
-	sem := make(chan struct{}, 64*n)
+// pushTarget starts the server under test and n acking devices.
+func pushTarget(b *testing.B, server string, n int, sem chan struct{}) pushServer {
 	creds := testCredentials(b)
 	devices := make([]string, n)
 	for i := range devices {
@@ -300,6 +300,12 @@ func benchPush(b *testing.B, server string, n int) {
 		wg.Wait()
 	})
 	eventually(b, "devices online", func() bool { return target.online() == n })
+	return target
+}
+
+func benchPush(b *testing.B, server string, n int) {
+	sem := make(chan struct{}, 64*n)
+	target := pushTarget(b, server, n, sem)
 	payload := make([]byte, benchPayloadSize)
 	b.SetBytes(int64(len(payload)))
 	b.ResetTimer()
@@ -316,6 +322,45 @@ func benchPush(b *testing.B, server string, n int) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pushes/s")
+}
+
+var broadcastConns = flag.Int("gateway.broadcast-conns", 2000, "devices of BenchmarkBroadcast")
+
+// BenchmarkBroadcast is the broadcast pattern: each round pushes one
+// message to every one of -gateway.broadcast-conns devices and waits for
+// all their acknowledgements, so every push is its own write on its own
+// connection. It is the bare gnet figure the platform's broadcast
+// (cmd/pushledger/internal/platform, BenchmarkGateway/broadcast-raw)
+// compares with.
+func BenchmarkBroadcast(b *testing.B) {
+	for _, server := range []string{"gateway", "baregnet"} {
+		b.Run("server="+server, func(b *testing.B) {
+			n := *broadcastConns
+			sem := make(chan struct{}, n)
+			target := pushTarget(b, server, n, sem)
+			payload := make([]byte, benchPayloadSize)
+			b.ResetTimer()
+			for r := range b.N {
+				for i := range n {
+					sem <- struct{}{}
+					var id wire.MessageID
+					binary.BigEndian.PutUint64(id[:8], uint64(r))
+					binary.BigEndian.PutUint64(id[8:], uint64(i))
+					if err := target.push(i, id, payload); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for range n { // every acknowledgement of the round
+					sem <- struct{}{}
+				}
+				for range n {
+					<-sem
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "deliveries/s")
+		})
+	}
 }
 
 // BenchmarkIdleMemory holds -gateway.idle-conns connections open to one

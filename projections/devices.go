@@ -252,6 +252,32 @@ func (r Registry) All(app string, fn func(v DeviceView) bool) error {
 	return errors.Join(err, derr)
 }
 
+// DeviceBrief is the part of a DeviceView that audiences need.
+type DeviceBrief struct {
+	DeviceID string   `json:"device_id"`
+	Alias    string   `json:"alias,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
+	Active   bool     `json:"active"`
+}
+
+// Active calls fn with the brief of every active device of app: All
+// without decoding profiles and times, for broadcasts to many devices.
+func (r Registry) Active(app string, fn func(v DeviceBrief) bool) error {
+	prefix := key(dvPrefix, "d", app, "")
+	var derr error
+	err := r.Store.Scan(prefix, PrefixEnd(prefix), false, func(_, b []byte) bool {
+		var v DeviceBrief
+		if derr = json.Unmarshal(b, &v); derr != nil {
+			return false
+		}
+		if !v.Active {
+			return true
+		}
+		return fn(v)
+	})
+	return errors.Join(err, derr)
+}
+
 // Blacklist tells whether a target is excluded. Implemented by the app
 // directory.
 type Blacklist interface {

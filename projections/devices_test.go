@@ -277,6 +277,13 @@ func TestDeviceRegistry(t *testing.T) {
 		!slices.Equal(ids(reg.ByTag, "app1", "vip"), []string{"d2"}) || token("apns", "t1b") != "" || token("fcm", "f1") != "" {
 		t.Fatal("logged-out devices are still indexed")
 	}
+	var active []projections.DeviceBrief
+	if err := reg.Active("app1", func(v projections.DeviceBrief) bool { active = append(active, v); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(active) != 1 || active[0].DeviceID != "d2" || active[0].Alias != "carol" || !slices.Equal(active[0].Tags, []string{"vip"}) || !active[0].Active {
+		t.Fatalf("Active = %+v, want only d2 (carol, vip)", active)
+	}
 
 	step("invalidate a logged-out device's token", func() {
 		e.device(t, "app1", "d1", device.InvalidateToken{Channel: "fcm", Token: "f1"})

@@ -37,7 +37,7 @@ type Apps interface {
 // Devices is the device registry: an app's devices (for broadcasts) and
 // one device (for the blacklist and logout checks at connect).
 type Devices interface {
-	All(app string, fn func(v projections.DeviceView) bool) error
+	Active(app string, fn func(v projections.DeviceBrief) bool) error
 	Device(app, id string) (projections.DeviceView, error)
 }
 
@@ -170,8 +170,8 @@ func (c *Channel) Send(_ context.Context, p channels.Push) (channels.Result, err
 			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
 		}
 		var ids []string
-		err := c.cfg.Devices.All(a.ID, func(v projections.DeviceView) bool {
-			if v.Active && !blacklisted(a, v) {
+		err := c.cfg.Devices.Active(a.ID, func(v projections.DeviceBrief) bool {
+			if !blacklisted(a, v.DeviceID, v.Alias, v.Tags) {
 				ids = append(ids, v.DeviceID)
 			}
 			return true
@@ -265,7 +265,7 @@ func (c *Channel) flush(key, device string) {
 		return
 	}
 	// A device logged out or blacklisted since gets nothing.
-	if v, err := c.cfg.Devices.Device(a.ID, device); err != nil || !v.Active || blacklisted(a, v) {
+	if v, err := c.cfg.Devices.Device(a.ID, device); err != nil || !v.Active || blacklisted(a, v.DeviceID, v.Alias, v.Tags) {
 		return
 	}
 	err := c.cfg.Outbox.Pending(a.ID, device, c.cfg.Now(), func(e Entry) bool {
@@ -385,13 +385,13 @@ func (c *Channel) apply(ctx context.Context, id string, cmd message.Command) {
 var _ channels.Channel = (*Channel)(nil)
 var _ gateway.Handler = (*Channel)(nil)
 
-// blacklisted reports whether the app's blacklist excludes device v: by
+// blacklisted reports whether the app's blacklist excludes a device: by
 // id, by its user alias, or by one of its tags (groups).
-func blacklisted(a *app.App, v projections.DeviceView) bool {
-	if a.Blacklisted(app.KindDevice, v.DeviceID) || (v.Alias != "" && a.Blacklisted(app.KindUser, v.Alias)) {
+func blacklisted(a *app.App, id, alias string, tags []string) bool {
+	if a.Blacklisted(app.KindDevice, id) || (alias != "" && a.Blacklisted(app.KindUser, alias)) {
 		return true
 	}
-	for _, t := range v.Tags {
+	for _, t := range tags {
 		if a.Blacklisted(app.KindGroup, t) {
 			return true
 		}
