@@ -58,7 +58,7 @@ type Config struct {
 	Devices  Devices
 	Recorder Recorder
 	// FlushInterval is how long acknowledgements are gathered before they
-	// are recorded (one event per message per flush). Default 20 ms.
+	// are recorded (one event per message per flush). Default 10 ms.
 	FlushInterval time.Duration
 	// Now is the clock. Default time.Now.
 	Now    func() time.Time
@@ -91,7 +91,7 @@ func New(cfg Config) (*Channel, error) {
 		return nil, errors.New("gatewaych: needs an outbox, apps, devices and a recorder")
 	}
 	if cfg.FlushInterval <= 0 {
-		cfg.FlushInterval = 20 * time.Millisecond
+		cfg.FlushInterval = 10 * time.Millisecond
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -169,33 +169,36 @@ func (c *Channel) Send(_ context.Context, p channels.Push) (channels.Result, err
 		if err := c.cfg.Outbox.PutBroadcast(a.ID, e); err != nil {
 			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
 		}
-		var ids []string
-		err := c.cfg.Devices.Active(a.ID, func(v projections.DeviceBrief) bool {
-			if !blacklisted(a, v.DeviceID, v.Alias, v.Tags) {
-				ids = append(ids, v.DeviceID)
-			}
-			return true
-		})
-		if err != nil {
-			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "registry", Err: err}
-		}
-		// Pushes only queue frames for the event loops; a few goroutines
-		// keep every loop busy.
-		var wg sync.WaitGroup
+		// Pushes only queue frames for the event loops: a few goroutines
+		// push while the registry is read, keeping every loop busy.
 		const pushers = 4
-		for w := range pushers {
+		work := make(chan string, 1024)
+		var wg sync.WaitGroup
+		for range pushers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				for i := w; i < len(ids); i += pushers {
-					if err := push(ids[i]); err != nil {
-						c.cfg.Logger.Debug("gateway push", "device", ids[i], "err", err)
+				for id := range work {
+					if err := push(id); err != nil {
+						c.cfg.Logger.Debug("gateway push", "device", id, "err", err)
 					}
 				}
 			}()
 		}
+		n := 0
+		err := c.cfg.Devices.Active(a.ID, func(v projections.DeviceBrief) bool {
+			if !blacklisted(a, v.DeviceID, v.Alias, v.Tags) {
+				work <- v.DeviceID
+				n++
+			}
+			return true
+		})
+		close(work)
 		wg.Wait()
-		return channels.Result{Accepted: max(len(ids), 1)}, nil
+		if err != nil {
+			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "registry", Err: err}
+		}
+		return channels.Result{Accepted: max(n, 1)}, nil
 	}
 	for _, t := range p.Targets {
 		if err := c.cfg.Outbox.Put(a.ID, t.DeviceID, e); err != nil {
