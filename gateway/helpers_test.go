@@ -90,7 +90,9 @@ func (ts *testServer) stop(t testing.TB) {
 		if ok && err != nil {
 			t.Errorf("Run: %v", err)
 		}
-		close(ts.done)
+		if ok { // a second stop finds it closed
+			close(ts.done)
+		}
 	case <-time.After(waitTimeout):
 		t.Error("Run did not return")
 	}

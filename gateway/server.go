@@ -132,6 +132,7 @@ func (s *Server) Run(ctx context.Context) error {
 			gnet.WithMulticore(s.cfg.EventLoops == 0),
 			gnet.WithTicker(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithReuseAddr(true), // a restart binds while old connections linger in TIME_WAIT
 			gnet.WithLogger(gnetLogger{s.log}),
 		)
 	}()

@@ -491,3 +491,21 @@ func TestPingFloodWithoutReading(t *testing.T) {
 	}
 	eventually(t, "slow consumer disconnect", func() bool { return srv.Stats().DisconnectsSent[wire.CodeSlowConsumer] == 1 })
 }
+
+// TestRestartOnTheSamePort: a server stopped while devices were connected
+// leaves its side of their connections in TIME_WAIT (it closes first when
+// it drains); a new server binds the same port at once.
+func TestRestartOnTheSamePort(t *testing.T) {
+	creds := testCredentials(t)
+	first := startServer(t, testConfig(), creds, nil)
+	dev := dialRaw(t, first.addr)
+	dev.connect(creds, "phone-1")
+	eventually(t, "online", func() bool { return first.Stats().Online == 1 })
+	first.stop(t) // drains: DISCONNECT 3001, then the server closes
+	cfg := testConfig()
+	cfg.Addr = "tcp://" + first.addr
+	second := startServer(t, cfg, creds, nil)
+	if second.addr != first.addr {
+		t.Fatalf("second server on %s, want %s", second.addr, first.addr)
+	}
+}
