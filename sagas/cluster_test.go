@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/channels"
+	pgleases "github.com/pushledger/pushledger/adapters/leases/postgres"
+	"github.com/pushledger/pushledger/adapters/servicetest"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/message"
 	"github.com/pushledger/pushledger/domain/policy"
@@ -108,10 +110,19 @@ func flaky(p channels.Push) outcome {
 // are split among them; every message settles; no attempt goes out twice;
 // no attempt is left to time out (no runner died).
 func TestRunnersShareTheWork(t *testing.T) {
+	runnersShareTheWork(t, sagas.NewMemoryLeases(nil))
+}
+
+// TestRunnersShareTheWorkOnPostgres is the same with the lease table that
+// runners on several nodes share: PostgreSQL (PUSHLEDGER_POSTGRES_URL).
+func TestRunnersShareTheWorkOnPostgres(t *testing.T) {
+	runnersShareTheWork(t, pgLeases(t))
+}
+
+func runnersShareTheWork(t *testing.T, leases sagas.Leases) {
 	const runners, n, parts = 4, 200, 64
 	w := newWorld(t, worldOptions{dir: t.TempDir(), channels: map[string]int{"alpha": 0}})
 	ch := newChannel("alpha", flaky)
-	leases := sagas.NewMemoryLeases(nil)
 	rs := make([]*runner, runners)
 	ids := make([]string, n)
 	for i := range ids {
@@ -252,4 +263,15 @@ func TestMemoryLeases(t *testing.T) {
 	if owners() != 0 {
 		t.Fatalf("owners %d after every lease ran out, want 0", owners())
 	}
+}
+
+// pgLeases returns a PostgreSQL lease table in a schema of its own.
+func pgLeases(t *testing.T) sagas.Leases {
+	t.Helper()
+	l, err := pgleases.New(context.Background(), servicetest.PostgresSchema(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	return l
 }

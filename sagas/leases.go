@@ -27,8 +27,8 @@ type Leases interface {
 }
 
 // MemoryLeases is the lease table of runners in one process (the embedded
-// profile). Runners on several nodes need a shared table (a database
-// adapter); the Leases port is where it plugs in.
+// profile). Runners on several nodes share one on PostgreSQL
+// (adapters/leases/postgres).
 type MemoryLeases struct {
 	now func() time.Time
 
