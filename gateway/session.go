@@ -246,6 +246,13 @@ func (ss *session) parse(buf []byte) int {
 				// plaintext still missing, a lower bound of the
 				// ciphertext missing.
 				frame := wire.PrefixSize + int(binary.BigEndian.Uint32(rest))
+				// The decoder checks the version and then the type byte
+				// as soon as each arrives: until the header is whole,
+				// look again at every new byte, so that a bad header is
+				// refused whatever the chunking.
+				if header := wire.PrefixSize + 2; len(rest) < header {
+					frame = len(rest) + 1
+				}
 				if ss.noise == nil {
 					ss.need = frame
 				} else {
