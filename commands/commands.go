@@ -155,21 +155,41 @@ func execute[S any, E interface{ EventType() string }](ctx context.Context, h *H
 // expected-revision check instead of being taken by the ledger for a retry
 // of the append that got there first.
 func encode[E interface{ EventType() string }](stream string, rev int64, evs []E) ([]ledger.EventData, error) {
-	out := make([]ledger.EventData, len(evs))
+	out, err := marshal(evs)
+	if err != nil {
+		return nil, err
+	}
 	sum := sha256.New()
+	for _, d := range out {
+		fmt.Fprintf(sum, "%d:%s%d:", len(d.Type), d.Type, len(d.Data))
+		sum.Write(d.Data)
+	}
+	digest := hex.EncodeToString(sum.Sum(nil))
+	for i := range out {
+		r := strconv.FormatInt(rev+1+int64(i), 10)
+		out[i].ID = ledger.DeterministicID(stream, r, out[i].Type, digest)
+	}
+	return out, nil
+}
+
+// encodeFresh turns domain events into ledger events with fresh ids, for
+// appends that are never retried as such (see AppendAccept, MessageAt).
+func encodeFresh[E interface{ EventType() string }](evs []E) ([]ledger.EventData, error) {
+	out, err := marshal(evs)
+	for i := range out {
+		out[i].ID = ledger.NewID()
+	}
+	return out, err
+}
+
+func marshal[E interface{ EventType() string }](evs []E) ([]ledger.EventData, error) {
+	out := make([]ledger.EventData, len(evs))
 	for i, e := range evs {
 		b, err := json.Marshal(e)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", e.EventType(), err)
 		}
 		out[i] = ledger.EventData{Type: e.EventType(), Data: b}
-		fmt.Fprintf(sum, "%d:%s%d:", len(out[i].Type), out[i].Type, len(b))
-		sum.Write(b)
-	}
-	digest := hex.EncodeToString(sum.Sum(nil))
-	for i := range out {
-		r := strconv.FormatInt(rev+1+int64(i), 10)
-		out[i].ID = ledger.DeterministicID(stream, r, out[i].Type, digest)
 	}
 	return out, nil
 }
@@ -258,15 +278,12 @@ func (h *Handler) DecideAccept(cmd message.Accept) ([]message.Event, error) {
 func (h *Handler) AppendAccept(ctx context.Context, id string, evs []message.Event) (message.Message, Result, error) {
 	var m message.Message
 	stream := message.Stream(id)
-	data, err := encode(stream, -1, evs)
-	if err != nil {
-		return m, Result{}, err
-	}
 	// Fresh event ids: a second accept of the same message id must meet the
 	// existing stream (ErrExists), never the ledger's idempotent success —
 	// the caller decides what a repeat means (idempotency-key windows).
-	for i := range data {
-		data[i].ID = ledger.NewID()
+	data, err := encodeFresh(evs)
+	if err != nil {
+		return m, Result{}, err
 	}
 	res, err := h.store.Append(ctx, stream, ledger.NoStream{}, data...)
 	if errors.Is(err, ledger.ErrWrongExpectedRevision) {
@@ -320,17 +337,14 @@ func (h *Handler) MessageAt(ctx context.Context, id string, m *message.Message, 
 	if len(evs) == 0 {
 		return s, Result{Revision: rev}, nil
 	}
-	data, err := encode(stream, rev, evs)
-	if err != nil {
-		return *m, Result{}, err
-	}
 	// Fresh event ids: two writers that make byte-identical decisions from
 	// the same revision (the same clock reading) must not both succeed, the
 	// second as an "idempotent retry" of the first: for a saga that would
 	// mean two senders of one attempt. MessageAt never retries an append,
 	// so it has no use for deterministic ids.
-	for i := range data {
-		data[i].ID = ledger.NewID()
+	data, err := encodeFresh(evs)
+	if err != nil {
+		return *m, Result{}, err
 	}
 	var expected ledger.StreamState = ledger.NoStream{}
 	if rev >= 0 {
