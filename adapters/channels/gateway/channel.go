@@ -71,16 +71,13 @@ type Channel struct {
 	cfg Config
 	srv Pusher
 
-	mu      sync.Mutex
-	acks    map[string]map[string]struct{} // message id -> devices
-	pending map[ackKey][]wire.MessageID    // (app, device) -> ids to drop from the outbox
-	opens   []open
-	kick    chan struct{}
+	mu    sync.Mutex
+	acked map[string]map[string][]wire.MessageID // app key -> device -> acknowledged ids
+	opens []open
+	kick  chan struct{}
 
 	work chan func()
 }
-
-type ackKey struct{ app, device string }
 
 type open struct{ message, device string }
 
@@ -99,7 +96,7 @@ func New(cfg Config) (*Channel, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Channel{cfg: cfg, acks: map[string]map[string]struct{}{}, pending: map[ackKey][]wire.MessageID{},
+	return &Channel{cfg: cfg, acked: map[string]map[string][]wire.MessageID{},
 		kick: make(chan struct{}, 1), work: make(chan func(), 4096)}, nil
 }
 
@@ -224,17 +221,12 @@ func (c *Channel) OnConnect(conn gateway.Conn, lastAcked wire.MessageID) {
 // OnAck implements gateway.Handler.
 func (c *Channel) OnAck(conn gateway.Conn, ids []wire.MessageID) {
 	c.mu.Lock()
-	k := ackKey{conn.AppKey, conn.DeviceID}
-	for _, id := range ids {
-		s := id.String()
-		set := c.acks[s]
-		if set == nil {
-			set = map[string]struct{}{}
-			c.acks[s] = set
-		}
-		set[conn.DeviceID] = struct{}{}
-		c.pending[k] = append(c.pending[k], id)
+	devices := c.acked[conn.AppKey]
+	if devices == nil {
+		devices = map[string][]wire.MessageID{}
+		c.acked[conn.AppKey] = devices
 	}
+	devices[conn.DeviceID] = append(devices[conn.DeviceID], ids...)
 	c.mu.Unlock()
 }
 
@@ -325,21 +317,25 @@ func (c *Channel) Run(ctx context.Context) error {
 // the acknowledged pushes from the outbox.
 func (c *Channel) record(ctx context.Context) {
 	c.mu.Lock()
-	acks, pending, opens := c.acks, c.pending, c.opens
-	if len(acks) == 0 && len(opens) == 0 {
+	acked, opens := c.acked, c.opens
+	if len(acked) == 0 && len(opens) == 0 {
 		c.mu.Unlock()
 		return
 	}
-	c.acks, c.pending, c.opens = map[string]map[string]struct{}{}, map[ackKey][]wire.MessageID{}, nil
+	c.acked, c.opens = map[string]map[string][]wire.MessageID{}, nil
 	c.mu.Unlock()
 
+	byMessage := map[wire.MessageID][]string{}
+	for _, devices := range acked {
+		for device, ids := range devices {
+			for _, id := range ids {
+				byMessage[id] = append(byMessage[id], device)
+			}
+		}
+	}
 	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
-	for id, set := range acks {
-		devices := make([]string, 0, len(set))
-		for d := range set {
-			devices = append(devices, d)
-		}
+	for id, devices := range byMessage {
 		for len(devices) > 0 {
 			n := min(len(devices), message.MaxDeliveriesPerEvent)
 			batch := devices[:n]
@@ -348,7 +344,7 @@ func (c *Channel) record(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				c.apply(ctx, id, message.RecordDeliveries{DeviceIDs: batch, Channel: Name})
+				c.apply(ctx, id.String(), message.RecordDeliveries{DeviceIDs: batch, Channel: Name})
 			}()
 		}
 	}
@@ -356,19 +352,12 @@ func (c *Channel) record(ctx context.Context) {
 	for _, o := range opens {
 		c.apply(ctx, o.message, message.RecordOpened{DeviceID: o.device, Channel: Name})
 	}
-	byApp := map[string]map[string][]wire.MessageID{}
-	for k, ids := range pending {
-		if byApp[k.app] == nil {
-			byApp[k.app] = map[string][]wire.MessageID{}
-		}
-		byApp[k.app][k.device] = ids
-	}
-	for key, acks := range byApp {
+	for key, devices := range acked {
 		a, ok := c.cfg.Apps.ByKey(key)
 		if !ok {
 			continue
 		}
-		if err := c.cfg.Outbox.AckMany(a.ID, acks); err != nil {
+		if err := c.cfg.Outbox.AckMany(a.ID, devices); err != nil {
 			c.cfg.Logger.Error("gateway outbox ack", "app", a.ID, "err", err)
 		}
 	}
