@@ -81,7 +81,7 @@ func (s *Server) postResend(c echo.Context) error {
 	if !ok {
 		return problem(http.StatusNotFound, SlugNotFound, "Not found", "no such app")
 	}
-	cfg := s.policy(a)
+	cfg := s.policies.For(a)
 	now := s.cfg.Now()
 	env := policy.Env{Now: now, Channels: cfg.Failover.Stats(a.Channels, nil, now)}
 	if _, err := cfg.Resend(&p, env); err != nil {
@@ -108,21 +108,6 @@ func (s *Server) answerStatus(c echo.Context) error {
 	return c.JSON(http.StatusAccepted, st)
 }
 
-// policy is app a's delivery policy in force: its own read onto the
-// platform's defaults.
-func (s *Server) policy(a *app.App) policy.Config {
-	base := s.cfg.Policy()
-	if len(a.Policy) == 0 {
-		return base
-	}
-	cfg, err := policy.Parse(a.Policy, base)
-	if err != nil {
-		s.log.Error("app policy invalid; using the defaults", "app", a.ID, "err", err)
-		return base
-	}
-	return cfg
-}
-
 // PolicyView answers the policy endpoints: the policy in force (the app's
 // own read onto the platform's defaults) and the app's own part.
 type PolicyView struct {
@@ -132,7 +117,7 @@ type PolicyView struct {
 }
 
 func (s *Server) policyView(a *app.App) PolicyView {
-	v := PolicyView{AppID: a.ID, Effective: s.policy(a), Custom: a.Policy}
+	v := PolicyView{AppID: a.ID, Effective: s.policies.For(a), Custom: a.Policy}
 	if len(v.Custom) == 0 {
 		v.Custom = json.RawMessage("null")
 	}
@@ -160,7 +145,7 @@ func (s *Server) putPolicy(c echo.Context) error {
 	if !json.Valid(body) {
 		return problem(http.StatusBadRequest, SlugMalformedJSON, "Malformed JSON", "the body is not valid JSON")
 	}
-	if _, err := policy.Parse(body, s.cfg.Policy()); err != nil {
+	if _, err := policy.Parse(body, s.policies.Default()); err != nil {
 		return invalidPolicy(err)
 	}
 	return s.setPolicy(c, body)

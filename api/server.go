@@ -75,6 +75,8 @@ type Server struct {
 	log  *slog.Logger
 	e    *echo.Echo
 	reg  projections.Registry
+	// policies gives apps their delivery policy in force.
+	policies *policy.Resolver
 }
 
 // New builds the API.
@@ -124,7 +126,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			cfg.Gatherer = prometheus.DefaultGatherer
 		}
 	}
-	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger, reg: projections.Registry{Store: deps.Store}}
+	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger, reg: projections.Registry{Store: deps.Store},
+		policies: policy.NewResolver(cfg.Policy, func(id string, err error) {
+			cfg.Logger.Error("app policy invalid; using the defaults", "app", id, "err", err)
+		})}
 	verifier, err := signing.NewVerifier(signing.Config{
 		Apps: appCredentials{s}, Nonces: deps.Nonces, Window: cfg.SignatureWindow,
 		MaxBody: 64 << 10, Now: cfg.Now, // devices and queries; submissions get more below

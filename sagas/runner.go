@@ -114,7 +114,7 @@ type Runner struct {
 	leases   Leases
 	channels map[string]channels.Channel
 	rates    *rates
-	policies sync.Map // app id -> cachedPolicy
+	policies *policy.Resolver
 
 	mu    sync.Mutex
 	owned map[int]uint64 // partition -> checkpoint
@@ -190,6 +190,9 @@ func NewRunner(cfg Config, l ledger.Store, cmd *commands.Handler, apps Apps, sec
 	}
 	return &Runner{
 		cfg: cfg, ledger: l, cmd: cmd, apps: apps, secrets: secrets, store: store, leases: leases, channels: m,
+		policies: policy.NewResolver(cfg.Policy, func(id string, err error) {
+			cfg.Logger.Error("sagas: app policy invalid; using the defaults", "app", id, "err", err)
+		}),
 		rates: newRates(), owned: map[int]uint64{}, timers: newTimerQueue(), decided: map[string]int64{},
 		nudge: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		sendSem: make(chan struct{}, cfg.Senders), room: make(chan struct{}, 1),
@@ -649,11 +652,11 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 			a = &app.App{ID: p.Message.AppID}
 		}
 	}
-	cfg := r.policyFor(a)
+	cfg := r.policies.For(a)
 	for range 8 {
 		r.decisions.Add(1)
 		now := r.cfg.Now()
-		env := r.env(a, &p.Message, now)
+		env := r.env(a, cfg, &p.Message, now)
 		var d policy.Decision
 		switch {
 		case sr != nil && (p.Message.State != message.StateSending || p.Message.Attempt != sr.attempt):
@@ -708,7 +711,7 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 			r.invalidateTokens(ctx, &p.Message, d.InvalidToken)
 		}
 		if p.Message.State == message.StateSending && p.Message.Attempt > before {
-			j, err := r.job(a, &p)
+			j, err := r.job(a, cfg, &p)
 			if err != nil {
 				return op, sends, err
 			}
@@ -809,33 +812,8 @@ func (r *Runner) load(ctx context.Context, id string) (p policy.Progress, rev in
 	return p, rev, first, nil
 }
 
-type cachedPolicy struct {
-	version int
-	cfg     policy.Config
-}
-
-// policyFor returns app a's policy: its own read onto the platform's
-// defaults, or the defaults.
-func (r *Runner) policyFor(a *app.App) policy.Config {
-	base := r.cfg.Policy()
-	if len(a.Policy) == 0 {
-		return base
-	}
-	if c, ok := r.policies.Load(a.ID); ok && c.(cachedPolicy).version == a.Version {
-		return c.(cachedPolicy).cfg
-	}
-	cfg, err := policy.Parse(a.Policy, base)
-	if err != nil {
-		r.cfg.Logger.Error("sagas: app policy invalid; using the defaults", "app", a.ID, "err", err)
-		cfg = base
-	}
-	r.policies.Store(a.ID, cachedPolicy{version: a.Version, cfg: cfg})
-	return cfg
-}
-
 // env is the world of a decision about a message of app a.
-func (r *Runner) env(a *app.App, m *message.Message, now time.Time) policy.Env {
-	cfg := r.policyFor(a)
+func (r *Runner) env(a *app.App, cfg policy.Config, m *message.Message, now time.Time) policy.Env {
 	env := policy.Env{Now: now, Channels: cfg.Failover.Stats(a.Channels, r.rates.of(a.ID), now)}
 	// Presence is known per device: a message to one device gets its
 	// device's; others get the zero value, the strictest.
@@ -891,19 +869,20 @@ type sendJob struct {
 	startedAt time.Time
 	timeout   time.Duration // bounds the send
 	deadline  time.Time     // the attempt would time out mid-send: do not start it after
+	halfLife  time.Duration // of the channel's success rate (the app's failover policy)
 	push      channels.Push
 }
 
-func (r *Runner) job(a *app.App, p *policy.Progress) (sendJob, error) {
+func (r *Runner) job(a *app.App, cfg policy.Config, p *policy.Progress) (sendJob, error) {
 	m := &p.Message
 	// A send ends before its attempt times out. An app's own policy may
 	// allow less than SendTimeout: half its attempt timeout then.
-	attempt := r.policyFor(a).AttemptTimeout
+	attempt := cfg.AttemptTimeout
 	timeout := r.cfg.SendTimeout
 	if timeout >= attempt {
 		timeout = attempt / 2
 	}
-	j := sendJob{id: m.ID, attempt: m.Attempt, channel: m.Channel, startedAt: p.StartedAt,
+	j := sendJob{id: m.ID, attempt: m.Attempt, channel: m.Channel, startedAt: p.StartedAt, halfLife: cfg.Failover.HalfLife,
 		timeout: timeout, deadline: p.StartedAt.Add(attempt - timeout)}
 	secret, err := r.secrets.Open(a.SecretCiphertext, []byte(a.ID))
 	if err != nil {
@@ -952,7 +931,7 @@ func (r *Runner) startSend(ctx context.Context, j sendJob) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.rates.observe(j.push.AppID, j.channel, err == nil, r.cfg.Now(), r.cfg.Policy().Failover.HalfLife)
+		r.rates.observe(j.push.AppID, j.channel, err == nil, r.cfg.Now(), j.halfLife)
 		op, derr := r.decide(ctx, j.id, &sendResult{attempt: j.attempt, channel: j.channel, result: res, err: err})
 		if derr != nil {
 			if ctx.Err() == nil {
