@@ -237,19 +237,7 @@ func (r Registry) ByTag(app, tag string, fn func(id string) bool) error {
 
 // All calls fn with every active device of app.
 func (r Registry) All(app string, fn func(v DeviceView) bool) error {
-	prefix := key(dvPrefix, "d", app, "")
-	var derr error
-	err := r.Store.Scan(prefix, PrefixEnd(prefix), false, func(_, b []byte) bool {
-		var v DeviceView
-		if derr = json.Unmarshal(b, &v); derr != nil {
-			return false
-		}
-		if !v.Active {
-			return true
-		}
-		return fn(v)
-	})
-	return errors.Join(err, derr)
+	return eachActive(r, app, func(v DeviceView) bool { return v.Active }, fn)
 }
 
 // DeviceBrief is the part of a DeviceView that audiences need.
@@ -263,14 +251,20 @@ type DeviceBrief struct {
 // Active calls fn with the brief of every active device of app: All
 // without decoding profiles and times, for broadcasts to many devices.
 func (r Registry) Active(app string, fn func(v DeviceBrief) bool) error {
+	return eachActive(r, app, func(v DeviceBrief) bool { return v.Active }, fn)
+}
+
+// eachActive decodes app's device views as T and calls fn with the active
+// ones.
+func eachActive[T any](r Registry, app string, active func(T) bool, fn func(T) bool) error {
 	prefix := key(dvPrefix, "d", app, "")
 	var derr error
 	err := r.Store.Scan(prefix, PrefixEnd(prefix), false, func(_, b []byte) bool {
-		var v DeviceBrief
+		var v T
 		if derr = json.Unmarshal(b, &v); derr != nil {
 			return false
 		}
-		if !v.Active {
+		if !active(v) {
 			return true
 		}
 		return fn(v)

@@ -102,24 +102,17 @@ func (e Entry) expired(now time.Time) bool { return !e.ExpiresAt.IsZero() && !no
 // Put keeps e for device of app, unless the device already has a push of
 // that message waiting.
 func (o *Outbox) Put(app, device string, e Entry) error {
-	idx := append(key("gwx", app, device), e.ID[:]...)
-	return o.store.Update(func(w projections.Writer) error {
-		if _, err := w.Get(idx); err == nil {
-			return nil
-		} else if !errors.Is(err, projections.ErrNotFound) {
-			return err
-		}
-		seq := o.seq.Add(1)
-		if err := w.Set(seqKey(key("gwo", app, device), seq), encodeEntry(e)); err != nil {
-			return err
-		}
-		return w.Set(idx, binary.BigEndian.AppendUint64(nil, seq))
-	})
+	return o.put(key("gwo", app, device), append(key("gwx", app, device), e.ID[:]...), e)
 }
 
 // PutBroadcast keeps e for every device of app.
 func (o *Outbox) PutBroadcast(app string, e Entry) error {
-	idx := append(key("gwy", app), e.ID[:]...)
+	return o.put(key("gwb", app), append(key("gwy", app), e.ID[:]...), e)
+}
+
+// put keeps e under the next sequence number after prefix, indexed by idx,
+// unless idx exists.
+func (o *Outbox) put(prefix, idx []byte, e Entry) error {
 	return o.store.Update(func(w projections.Writer) error {
 		if _, err := w.Get(idx); err == nil {
 			return nil
@@ -127,7 +120,7 @@ func (o *Outbox) PutBroadcast(app string, e Entry) error {
 			return err
 		}
 		seq := o.seq.Add(1)
-		if err := w.Set(seqKey(key("gwb", app), seq), encodeEntry(e)); err != nil {
+		if err := w.Set(seqKey(prefix, seq), encodeEntry(e)); err != nil {
 			return err
 		}
 		return w.Set(idx, binary.BigEndian.AppendUint64(nil, seq))
