@@ -10,6 +10,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/message"
@@ -67,15 +68,9 @@ func (s *Server) postResend(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var p policy.Progress
-	for _, re := range evs {
-		e, err := message.Decode(re.Type, re.Data)
-		if err != nil {
-			return err
-		}
-		if err := p.Apply(e); err != nil {
-			return err
-		}
+	p, err := progressOf(evs)
+	if err != nil {
+		return err
 	}
 	a, ok := s.deps.Apps.ByID(st.AppID)
 	if !ok {
@@ -213,16 +208,11 @@ func (s *Server) getMessageDevice(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var m message.Message
-	for _, re := range evs {
-		e, err := message.Decode(re.Type, re.Data)
-		if err != nil {
-			return err
-		}
-		if err := m.Evolve(e); err != nil {
-			return err
-		}
+	p, err := progressOf(evs)
+	if err != nil {
+		return err
 	}
+	m := &p.Message
 	dev := c.Param("device")
 	out := DeviceDelivery{MessageID: m.ID, DeviceID: dev, Targeted: m.Audience.Broadcast || slices.Contains(m.Targets, dev)}
 	if at, ok := m.Delivered[dev]; ok {
@@ -232,4 +222,20 @@ func (s *Server) getMessageDevice(c echo.Context) error {
 		out.OpenedAt = &at
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+// progressOf folds a message's events: its state and its delivery
+// progress.
+func progressOf(evs []ledger.RecordedEvent) (policy.Progress, error) {
+	var p policy.Progress
+	for _, re := range evs {
+		e, err := message.Decode(re.Type, re.Data)
+		if err != nil {
+			return p, err
+		}
+		if err := p.Apply(e); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
 }
