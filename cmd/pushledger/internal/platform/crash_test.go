@@ -80,7 +80,6 @@ func TestSagasSurviveKill9(t *testing.T) {
 	rcv := newFlakyReceiver(t)
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	var (
-		mu    sync.Mutex
 		acked []string
 		c     *client.Client
 	)
@@ -91,43 +90,9 @@ func TestSagasSurviveKill9(t *testing.T) {
 		}
 		c.BaseURL = url
 		rcv.flaky.Store(round < kills-3) // the receiver recovers for the last rounds
-		var wg sync.WaitGroup
-		stop := make(chan struct{})
-		for range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					var out api.AcceptedResponse
-					err := c.Do(context.Background(), http.MethodPost, "/v1/messages", nil, api.MessageRequest{
-						Audience: message.Audience{DeviceIDs: []string{"d1"}}, Notification: &message.Notification{Title: "crash"}}, &out)
-					if err != nil {
-						return // the server died
-					}
-					mu.Lock()
-					acked = append(acked, out.MessageIDs...)
-					mu.Unlock()
-				}
-			}()
-		}
 		// Kill at a random moment: after 30..150 more acknowledgements, with
 		// sends, retries and timers in flight.
-		mu.Lock()
-		target := len(acked) + 30 + rng.IntN(120)
-		mu.Unlock()
-		platformtest.Eventually(t, 30*time.Second, "acknowledgements", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(acked) >= target
-		})
-		kill()
-		close(stop)
-		wg.Wait()
+		submitUntilKilled(t, c, 4, 30+rng.IntN(120), kill, &acked)
 	}
 
 	// Restart once more and let every message settle.
@@ -209,7 +174,42 @@ func TestSagasSurviveKill9(t *testing.T) {
 	}
 }
 
-// crashApp creates the crash test's app (webhook to hook) and its device.
+// submitUntilKilled has clients submit messages to device d1 as fast as
+// they can, kills the server once extra more of them were acknowledged,
+// and adds every acknowledged id to acked.
+func submitUntilKilled(t *testing.T, c *client.Client, clients, extra int, kill func(), acked *[]string) {
+	t.Helper()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	target := len(*acked) + extra
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				var out api.AcceptedResponse
+				err := c.Do(context.Background(), http.MethodPost, "/v1/messages", nil, api.MessageRequest{
+					Audience: message.Audience{DeviceIDs: []string{"d1"}}, Notification: &message.Notification{Title: "crash"}}, &out)
+				if err != nil {
+					return // the server died
+				}
+				mu.Lock()
+				*acked = append(*acked, out.MessageIDs...)
+				mu.Unlock()
+			}
+		}()
+	}
+	platformtest.Eventually(t, 30*time.Second, "acknowledgements", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(*acked) >= target
+	})
+	kill()
+	wg.Wait()
+}
+
+// crashApp creates the crash test's app (webhook to hook, none when empty)
+// and its device.
 func crashApp(t *testing.T, dir, url, hook string) *client.Client {
 	t.Helper()
 	admin := &client.Client{BaseURL: url, HTTP: &http.Client{Timeout: 10 * time.Second}}

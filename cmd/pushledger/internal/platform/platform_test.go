@@ -384,19 +384,7 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	for round := range rounds {
 		url, kill := startChild(t, dir)
 		if c == nil {
-			admin := &client.Client{BaseURL: url, HTTP: &http.Client{Timeout: 10 * time.Second}}
-			tok, err := os.ReadFile(dir + "/admin.token")
-			if err != nil {
-				t.Fatal(err)
-			}
-			admin.AdminToken = strings.TrimSpace(string(tok))
-			var app api.CreatedApp
-			if err := admin.Do(context.Background(), http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: "k9"}, &app); err != nil {
-				t.Fatal(err)
-			}
-			c = &client.Client{AppKey: app.AppKey, AppSecret: app.AppSecret, HTTP: admin.HTTP}
-			c.BaseURL = url
-			register(t, c, "d1", "")
+			c = crashApp(t, dir, url, "")
 		}
 		c.BaseURL = url
 		// Everything acknowledged before must still be there.
@@ -405,41 +393,8 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 				t.Fatalf("round %d: acknowledged message %s lost", round, id)
 			}
 		}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		stop := make(chan struct{})
-		for range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					var out api.AcceptedResponse
-					err := c.Do(context.Background(), http.MethodPost, "/v1/messages", nil, api.MessageRequest{
-						Audience: message.Audience{DeviceIDs: []string{"d1"}}, Notification: &message.Notification{Title: "k"}}, &out)
-					if err != nil {
-						return // the server died
-					}
-					mu.Lock()
-					acked = append(acked, out.MessageIDs...)
-					mu.Unlock()
-				}
-			}()
-		}
 		// Kill after a random number of acknowledgements.
-		target := len(acked) + 50 + int(time.Now().UnixNano()%200)
-		platformtest.Eventually(t, 30*time.Second, "acknowledgements", func() bool {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(acked) >= target
-		})
-		kill()
-		close(stop)
-		wg.Wait()
+		submitUntilKilled(t, c, 8, 50+int(time.Now().UnixNano()%200), kill, &acked)
 	}
 	// A request sent (and accepted) just before a crash must not be
 	// replayable after the restart: its nonce was recorded.
