@@ -36,25 +36,11 @@ var restClients = flag.Int("rest.clients", 64, "BenchmarkREST: concurrent client
 
 func BenchmarkREST(b *testing.B) {
 	clients := *restClients
-	p, err := platform.Open(platform.Config{GatewayAddr: "off", DataDir: b.TempDir(), NoDispatcher: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, ln) }()
-	defer func() { cancel(); <-done; p.Close() }()
-	base := "http://" + ln.Addr().String()
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}, Timeout: time.Minute}
-	waitHealthy(b, hc, base)
-
-	admin := &client.Client{BaseURL: base, AdminToken: p.AdminToken, HTTP: hc}
-	var app api.CreatedApp
-	if err := admin.Do(ctx, http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: "bench"}, &app); err != nil {
-		b.Fatal(err)
-	}
-	c := &client.Client{BaseURL: base, AppKey: app.AppKey, AppSecret: app.AppSecret, HTTP: hc}
+	srv := startBench(b, platform.Config{GatewayAddr: "off", DataDir: b.TempDir(), NoDispatcher: true}, hc)
+	defer srv.Stop()
+	base, ctx := srv.Base, context.Background()
+	c, app := srv.App(b, api.CreateAppRequest{Name: "bench"})
 	for i := range 100 {
 		if err := c.Do(ctx, http.MethodPut, fmt.Sprintf("/v1/devices/d%d", i), nil, api.DeviceRequest{Platform: "android"}, nil); err != nil {
 			b.Fatal(err)
@@ -155,6 +141,56 @@ func BenchmarkREST(b *testing.B) {
 			b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
+}
+
+// benchServer is the embedded platform serving on a free port for a
+// benchmark.
+type benchServer struct {
+	P    *platform.Platform
+	Base string
+	HTTP *http.Client
+	stop func()
+}
+
+// startBench opens the platform with cfg (logs discarded) and serves it
+// until Stop, waiting until it is healthy; hc is the benchmark's client.
+func startBench(b *testing.B, cfg platform.Config, hc *http.Client) *benchServer {
+	b.Helper()
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := platform.Open(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, ln) }()
+	s := &benchServer{P: p, Base: "http://" + ln.Addr().String(), HTTP: hc, stop: func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+		p.Close()
+	}}
+	waitHealthy(b, hc, s.Base)
+	return s
+}
+
+// Stop stops the platform and closes its stores.
+func (s *benchServer) Stop() { s.stop() }
+
+// App creates an app and returns a client signing as it.
+func (s *benchServer) App(b *testing.B, req api.CreateAppRequest) (*client.Client, api.CreatedApp) {
+	b.Helper()
+	admin := &client.Client{BaseURL: s.Base, AdminToken: s.P.AdminToken, HTTP: s.HTTP}
+	var app api.CreatedApp
+	if err := admin.Do(context.Background(), http.MethodPost, "/admin/v1/apps", nil, req, &app); err != nil {
+		b.Fatal(err)
+	}
+	return &client.Client{BaseURL: s.Base, AppKey: app.AppKey, AppSecret: app.AppSecret, HTTP: s.HTTP}, app
 }
 
 func waitHealthy(b *testing.B, hc *http.Client, base string) {

@@ -35,23 +35,11 @@ var (
 // Go SDK; onPush gets every push with its arrival time.
 func benchPlatform(b *testing.B, n int, onPush func(device int, p gwclient.Push, at time.Time)) (*platform.Platform, *client.Client) {
 	b.Helper()
-	p, err := platform.Open(platform.Config{DataDir: b.TempDir(), GatewayAddr: "tcp://127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: time.Minute}
-	waitHealthy(b, hc, base)
-	admin := &client.Client{BaseURL: base, AdminToken: p.AdminToken, HTTP: hc}
-	var app api.CreatedApp
-	if err := admin.Do(ctx, http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: "bench", Gateway: true}, &app); err != nil {
-		b.Fatal(err)
-	}
-	c := &client.Client{BaseURL: base, AppKey: app.AppKey, AppSecret: app.AppSecret, HTTP: hc}
+	srv := startBench(b, platform.Config{DataDir: b.TempDir(), GatewayAddr: "tcp://127.0.0.1:0"},
+		&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: time.Minute})
+	p := srv.P
+	c, app := srv.App(b, api.CreateAppRequest{Name: "bench", Gateway: true})
+	ctx, cancel := context.WithCancel(context.Background()) // the devices'
 	var wg sync.WaitGroup
 	sdks := make([]*gwclient.Client, n)
 	for i := range n {
@@ -83,8 +71,7 @@ func benchPlatform(b *testing.B, n int, onPush func(device int, p gwclient.Push,
 		for _, s := range sdks {
 			s.Close()
 		}
-		<-done
-		p.Close()
+		srv.Stop()
 	})
 	return p, c
 }
@@ -268,24 +255,10 @@ func broadcastRounds(b *testing.B, p *platform.Platform, c *client.Client, n int
 // same clients as the bare gnet program's, so that the two compare).
 func rawDevices(b *testing.B, n int, received *atomic.Int64) (*platform.Platform, *client.Client) {
 	b.Helper()
-	p, err := platform.Open(platform.Config{DataDir: b.TempDir(), GatewayAddr: "tcp://127.0.0.1:0", GatewayPlain: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
-	hc := &http.Client{Timeout: time.Minute}
-	waitHealthy(b, hc, base)
-	admin := &client.Client{BaseURL: base, AdminToken: p.AdminToken, HTTP: hc}
-	var app api.CreatedApp
-	if err := admin.Do(ctx, http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: "bench", Gateway: true}, &app); err != nil {
-		b.Fatal(err)
-	}
-	c := &client.Client{BaseURL: base, AppKey: app.AppKey, AppSecret: app.AppSecret, HTTP: hc}
+	srv := startBench(b, platform.Config{DataDir: b.TempDir(), GatewayAddr: "tcp://127.0.0.1:0", GatewayPlain: true},
+		&http.Client{Timeout: time.Minute})
+	p, ctx := srv.P, context.Background()
+	c, app := srv.App(b, api.CreateAppRequest{Name: "bench", Gateway: true})
 	addr := p.Gateway.Addr().String()
 	var conns []net.Conn
 	for i := range n {
@@ -331,9 +304,7 @@ func rawDevices(b *testing.B, n int, received *atomic.Int64) (*platform.Platform
 		for _, conn := range conns {
 			conn.Close()
 		}
-		cancel()
-		<-done
-		p.Close()
+		srv.Stop()
 	})
 	return p, c
 }

@@ -20,7 +20,6 @@ import (
 
 	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/api"
-	"github.com/pushledger/pushledger/api/client"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
 	"github.com/pushledger/pushledger/domain/message"
 )
@@ -123,25 +122,10 @@ func BenchmarkRecovery(b *testing.B) {
 func buildRecoveryData(b *testing.B, dir string, events, timers int) {
 	b.Helper()
 	start := time.Now()
-	p, err := platform.Open(platform.Config{GatewayAddr: "off", DataDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx, ln) }()
-	base := "http://" + ln.Addr().String()
-	hc := &http.Client{Timeout: time.Minute}
-	waitHealthy(b, hc, base)
-	admin := &client.Client{BaseURL: base, AdminToken: p.AdminToken, HTTP: hc}
-	var sched, none api.CreatedApp
-	if err := admin.Do(ctx, http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: "scheduled", WebhookURL: "http://127.0.0.1:9/unused"}, &sched); err != nil {
-		b.Fatal(err)
-	}
-	if err := admin.Do(ctx, http.MethodPost, "/admin/v1/apps", nil, api.CreateAppRequest{Name: "nochannel"}, &none); err != nil {
-		b.Fatal(err)
-	}
+	srv := startBench(b, platform.Config{GatewayAddr: "off", DataDir: dir}, &http.Client{Timeout: time.Minute})
+	p, ctx := srv.P, context.Background()
+	_, sched := srv.App(b, api.CreateAppRequest{Name: "scheduled", WebhookURL: "http://127.0.0.1:9/unused"})
+	_, none := srv.App(b, api.CreateAppRequest{Name: "nochannel"})
 	// Scheduled messages: 2 events each (accepted, scheduled), one timer.
 	// Settled ones: 2 events each (accepted, failed no_channel).
 	settled := max(0, (events-2*timers)/2)
@@ -187,11 +171,7 @@ func buildRecoveryData(b *testing.B, dir string, events, timers int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	last, _ := p.Ledger.LastPosition(ctx)
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-	p.Close()
+	srv.Stop()
 	if err := os.WriteFile(filepath.Join(dir, "recovery.ready"), []byte(fmt.Sprintln(last)), 0o600); err != nil {
 		b.Fatal(err)
 	}
