@@ -119,3 +119,27 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	}
 	return nil
 }
+
+// GatewayAccess is what a device needs to connect to the device gateway.
+type GatewayAccess struct {
+	// Addr is the gateway's host:port.
+	Addr string
+	// Credential goes into the device's CONNECT.
+	Credential []byte
+	// ServerKey is the gateway's Noise public key to pin; nil on plain TCP.
+	ServerKey []byte
+}
+
+// GatewayAccess fetches device's gateway credential, as an app's backend
+// does for its devices (POST /v1/devices/{id}/credential).
+func (c *Client) GatewayAccess(ctx context.Context, device string) (GatewayAccess, error) {
+	var out struct {
+		Credential  string `json:"credential"`
+		GatewayAddr string `json:"gateway_addr"`
+		ServerKey   []byte `json:"server_key"` // standard base64, decoded by encoding/json
+	}
+	if err := c.Do(ctx, http.MethodPost, "/v1/devices/"+url.PathEscape(device)+"/credential", nil, nil, &out); err != nil {
+		return GatewayAccess{}, err
+	}
+	return GatewayAccess{Addr: out.GatewayAddr, Credential: []byte(out.Credential), ServerKey: out.ServerKey}, nil
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -124,25 +123,20 @@ func deviceRunCmd() *cobra.Command {
 // simulatedDevice registers device id (when register is set), fetches its
 // gateway credential and returns its SDK client, not yet running.
 func simulatedDevice(ctx context.Context, cl *client.Client, id, store string, register bool, onPush func(gwclient.Push), onConnected func()) (*gwclient.Client, error) {
-	path := "/v1/devices/" + url.PathEscape(id)
 	if register {
-		if err := cl.Do(ctx, http.MethodPut, path, nil, api.DeviceRequest{Platform: "android", Brand: "pushledger", Model: "simulator"}, nil); err != nil {
+		if err := cl.Do(ctx, http.MethodPut, "/v1/devices/"+url.PathEscape(id), nil, api.DeviceRequest{Platform: "android", Brand: "pushledger", Model: "simulator"}, nil); err != nil {
 			return nil, err
 		}
 	}
-	var cred api.DeviceCredential
-	if err := cl.Do(ctx, http.MethodPost, path+"/credential", nil, nil, &cred); err != nil {
-		return nil, err
-	}
-	key, err := base64.StdEncoding.DecodeString(cred.ServerKey)
+	acc, err := cl.GatewayAccess(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(store, 0o700); err != nil {
 		return nil, err
 	}
-	return gwclient.New(gwclient.Config{Addr: cred.GatewayAddr, AppKey: cl.AppKey, DeviceID: id, Credential: []byte(cred.Credential),
-		ServerKey: key, StoreDir: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return gwclient.New(gwclient.Config{Addr: acc.Addr, AppKey: cl.AppKey, DeviceID: id, Credential: acc.Credential,
+		ServerKey: acc.ServerKey, StoreDir: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnConnected: func(gwclient.Connected) { onConnected() }},
 		gwclient.HandlerFunc(func(_ context.Context, p gwclient.Push) error { onPush(p); return nil }))
 }

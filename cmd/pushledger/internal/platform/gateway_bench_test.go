@@ -2,7 +2,6 @@ package platform_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -47,13 +46,12 @@ func benchPlatform(b *testing.B, n int, onPush func(device int, p gwclient.Push,
 		if err := c.Do(ctx, http.MethodPut, "/v1/devices/"+id, nil, api.DeviceRequest{Platform: "android"}, nil); err != nil {
 			b.Fatal(err)
 		}
-		var cred api.DeviceCredential
-		if err := c.Do(ctx, http.MethodPost, "/v1/devices/"+id+"/credential", nil, nil, &cred); err != nil {
+		acc, err := c.GatewayAccess(ctx, id)
+		if err != nil {
 			b.Fatal(err)
 		}
-		key, _ := base64.StdEncoding.DecodeString(cred.ServerKey)
-		sdk, err := gwclient.New(gwclient.Config{Addr: cred.GatewayAddr, AppKey: app.AppKey, DeviceID: id, Credential: []byte(cred.Credential),
-			ServerKey: key, StoreDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		sdk, err := gwclient.New(gwclient.Config{Addr: acc.Addr, AppKey: app.AppKey, DeviceID: id, Credential: acc.Credential,
+			ServerKey: acc.ServerKey, StoreDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 			gwclient.HandlerFunc(func(_ context.Context, push gwclient.Push) error { onPush(i, push, time.Now()); return nil }))
 		if err != nil {
 			b.Fatal(err)

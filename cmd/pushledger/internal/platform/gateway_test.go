@@ -2,7 +2,6 @@ package platform_test
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -45,17 +44,13 @@ func (d *device) has(id string) bool {
 // or stop is called.
 func connect(t *testing.T, c *client.Client, id, storeDir string) *device {
 	t.Helper()
-	var cred api.DeviceCredential
-	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/"+id+"/credential", nil, nil, &cred); err != nil {
+	acc, err := c.GatewayAccess(context.Background(), id)
+	if err != nil {
 		t.Fatalf("credential: %v", err)
 	}
-	key, err := base64.StdEncoding.DecodeString(cred.ServerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
 	d := &device{got: map[string]gatewaych.Payload{}, done: make(chan struct{})}
-	d.sdk, err = gwclient.New(gwclient.Config{Addr: cred.GatewayAddr, AppKey: c.AppKey, DeviceID: id, Credential: []byte(cred.Credential),
-		ServerKey: key, StoreDir: storeDir, BackoffBase: 20 * time.Millisecond, BackoffCap: 200 * time.Millisecond,
+	d.sdk, err = gwclient.New(gwclient.Config{Addr: acc.Addr, AppKey: c.AppKey, DeviceID: id, Credential: acc.Credential,
+		ServerKey: acc.ServerKey, StoreDir: storeDir, BackoffBase: 20 * time.Millisecond, BackoffCap: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		gwclient.HandlerFunc(func(_ context.Context, p gwclient.Push) error {
 			var pl gatewaych.Payload
@@ -181,19 +176,18 @@ func TestGatewayKillMidPush(t *testing.T) {
 	in := platformtest.Start(t, "")
 	c := gatewayApp(t, in)
 	register(t, c, "phone-1", "")
-	var cred api.DeviceCredential
-	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/phone-1/credential", nil, nil, &cred); err != nil {
+	acc, err := c.GatewayAccess(context.Background(), "phone-1")
+	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := base64.StdEncoding.DecodeString(cred.ServerKey)
 	store := t.TempDir()
 	var mu sync.Mutex
 	var surfaced []string
 	var conn net.Conn
 	kill := true
 	run := func() (stop func()) {
-		sdk, err := gwclient.New(gwclient.Config{Addr: cred.GatewayAddr, AppKey: c.AppKey, DeviceID: "phone-1", Credential: []byte(cred.Credential),
-			ServerKey: key, StoreDir: store, BackoffBase: 20 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
+		sdk, err := gwclient.New(gwclient.Config{Addr: acc.Addr, AppKey: c.AppKey, DeviceID: "phone-1", Credential: acc.Credential,
+			ServerKey: acc.ServerKey, StoreDir: store, BackoffBase: 20 * time.Millisecond, BackoffCap: 100 * time.Millisecond,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 				nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
