@@ -264,7 +264,7 @@ func rawDevices(b *testing.B, n int, received *atomic.Int64) (*platform.Platform
 		if err := c.Do(ctx, http.MethodPut, "/v1/devices/"+id, nil, api.DeviceRequest{Platform: "android"}, nil); err != nil {
 			b.Fatal(err)
 		}
-		cred, _, err := p.IssueCredential(app.AppKey, id)
+		cred, _, _, err := p.IssueCredential(app.AppKey, id)
 		if err != nil {
 			b.Fatal(err)
 		}

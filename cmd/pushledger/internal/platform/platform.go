@@ -289,23 +289,17 @@ func (d deviceAuth) Authenticate(appKey, deviceID string, credential []byte, now
 	return nil
 }
 
-// GatewayInfo is what a device needs to connect: the credential is issued
-// per device (IssueCredential).
-type GatewayInfo struct {
-	Addr      string
-	ServerKey []byte // the Noise public key to pin; nil on plain TCP
-}
-
-// IssueCredential issues device's credential for the app with key.
-func (p *Platform) IssueCredential(appKey, device string) (credential []byte, info GatewayInfo, err error) {
+// IssueCredential issues device's credential for the app with key, with
+// the gateway's address and the Noise public key to pin (nil on plain
+// TCP). It is the API's api.Gateway.
+func (p *Platform) IssueCredential(appKey, device string) (credential []byte, addr string, serverKey []byte, err error) {
 	if p.Gateway == nil {
-		return nil, info, errors.New("the gateway is off")
+		return nil, "", nil, errors.New("the gateway is off")
 	}
-	info.ServerKey = p.noisePub
 	if a := p.Gateway.Addr(); a != nil {
-		info.Addr = a.String()
+		addr = a.String()
 	}
-	return p.Credentials.Issue(appKey, device), info, nil
+	return p.Credentials.Issue(appKey, device), addr, p.noisePub, nil
 }
 
 // SetGatewayHeartbeat changes the heartbeat interval and idle timeout
@@ -376,14 +370,7 @@ func (p *Platform) gatewayIssuer() api.Gateway {
 	if p.Gateway == nil {
 		return nil
 	}
-	return issuer{p}
-}
-
-type issuer struct{ p *Platform }
-
-func (i issuer) IssueCredential(appKey, device string) ([]byte, string, []byte, error) {
-	cred, info, err := i.p.IssueCredential(appKey, device)
-	return cred, info.Addr, info.ServerKey, err
+	return p
 }
 
 // DefaultPolicy is the platform's default delivery policy in force.
