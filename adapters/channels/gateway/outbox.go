@@ -135,7 +135,7 @@ func (o *Outbox) Pending(app, device string, now time.Time, fn func(Entry) bool)
 	var own, bcast []Entry
 	var stale [][]byte
 	prefix := key("gwo", app, device)
-	err := o.store.Scan(prefix, prefixEnd(prefix), false, func(k, v []byte) bool {
+	err := o.store.Scan(prefix, projections.PrefixEnd(prefix), false, func(k, v []byte) bool {
 		e, err := decodeEntry(v)
 		if err != nil || e.expired(now) {
 			stale = append(stale, append([]byte(nil), k...), append(key("gwx", app, device), v[:min(16, len(v))]...))
@@ -155,7 +155,7 @@ func (o *Outbox) Pending(app, device string, now time.Time, fn func(Entry) bool)
 	}
 	bprefix := key("gwb", app)
 	var ended [][]byte
-	err = o.store.Scan(bprefix, prefixEnd(bprefix), false, func(k, v []byte) bool {
+	err = o.store.Scan(bprefix, projections.PrefixEnd(bprefix), false, func(k, v []byte) bool {
 		e, err := decodeEntry(v)
 		if err != nil || e.expired(now) {
 			stale = append(stale, append([]byte(nil), k...), append(key("gwy", app), v[:min(16, len(v))]...))
@@ -280,13 +280,6 @@ func ackPrefix(app string, id []byte) []byte {
 	return append(append(key("gwa", app), id...), 0)
 }
 
-// prefixEnd is the least key after every key with prefix p (p never ends
-// in 0xff here: it ends in a 0 separator).
-func prefixEnd(p []byte) []byte {
-	e := append([]byte{}, p...)
-	e[len(e)-1]++
-	return e
-}
 
 // Sweep removes every expired push from the outbox, those of devices that
 // never connect again included, and the acknowledgements of expired
@@ -296,7 +289,7 @@ func (o *Outbox) Sweep(now time.Time) (int, error) {
 	var ended [][]byte
 	removed := 0
 	visit := func(prefix []byte, index func(k, v []byte) []byte, broadcast bool) error {
-		return o.store.Scan(prefix, prefixEnd(prefix), false, func(k, v []byte) bool {
+		return o.store.Scan(prefix, projections.PrefixEnd(prefix), false, func(k, v []byte) bool {
 			e, err := decodeEntry(v)
 			if err == nil && !e.expired(now) {
 				return true
