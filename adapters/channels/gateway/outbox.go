@@ -280,7 +280,6 @@ func ackPrefix(app string, id []byte) []byte {
 	return append(append(key("gwa", app), id...), 0)
 }
 
-
 // Sweep removes every expired push from the outbox, those of devices that
 // never connect again included, and the acknowledgements of expired
 // broadcasts. It returns how many pushes it removed.
