@@ -272,10 +272,11 @@ func eachActive[T any](r Registry, app string, active func(T) bool, fn func(T) b
 	return errors.Join(err, derr)
 }
 
-// Blacklist tells whether a target is excluded. Implemented by the app
-// directory.
+// Blacklist tells whether a target is excluded (an app: *app.App).
 type Blacklist interface {
-	Blacklisted(kind, value string) bool
+	// Excludes reports whether a device is blacklisted: by id, user alias
+	// or tag.
+	Excludes(deviceID, alias string, tags []string) bool
 }
 
 // ErrEmptyAudience: the audience resolves to no device.
@@ -292,20 +293,7 @@ func (r Registry) Resolve(app string, aud message.Audience, bl Blacklist) (ids [
 			ids = append(ids, id)
 		}
 	}
-	allowed := func(v DeviceView) bool {
-		if bl == nil {
-			return true
-		}
-		if bl.Blacklisted("device", v.DeviceID) || (v.Alias != "" && bl.Blacklisted("user", v.Alias)) {
-			return false
-		}
-		for _, t := range v.Tags {
-			if bl.Blacklisted("group", t) {
-				return false
-			}
-		}
-		return true
-	}
+	allowed := func(v DeviceView) bool { return bl == nil || !bl.Excludes(v.DeviceID, v.Alias, v.Tags) }
 	check := func(id string) error {
 		v, err := r.Device(app, id)
 		if errors.Is(err, ErrNotFound) {

@@ -155,6 +155,20 @@ func (a *App) Blacklisted(kind, value string) bool {
 	return ok
 }
 
+// Excludes reports whether the blacklist excludes a device: by its id, its
+// user alias, or one of its tags (groups).
+func (a *App) Excludes(deviceID, alias string, tags []string) bool {
+	if a.Blacklisted(KindDevice, deviceID) || (alias != "" && a.Blacklisted(KindUser, alias)) {
+		return true
+	}
+	for _, t := range tags {
+		if a.Blacklisted(KindGroup, t) {
+			return true
+		}
+	}
+	return false
+}
+
 // ChannelOrder returns the enabled channels by priority, then name.
 func (a *App) ChannelOrder() []string {
 	var names []string

@@ -184,7 +184,7 @@ func (c *Channel) Send(_ context.Context, p channels.Push) (channels.Result, err
 		}
 		n := 0
 		err := c.cfg.Devices.Active(a.ID, func(v projections.DeviceBrief) bool {
-			if !blacklisted(a, v.DeviceID, v.Alias, v.Tags) {
+			if !a.Excludes(v.DeviceID, v.Alias, v.Tags) {
 				work <- v.DeviceID
 				n++
 			}
@@ -260,7 +260,7 @@ func (c *Channel) flush(key, device string) {
 		return
 	}
 	// A device logged out or blacklisted since gets nothing.
-	if v, err := c.cfg.Devices.Device(a.ID, device); err != nil || !v.Active || blacklisted(a, v.DeviceID, v.Alias, v.Tags) {
+	if v, err := c.cfg.Devices.Device(a.ID, device); err != nil || !v.Active || a.Excludes(v.DeviceID, v.Alias, v.Tags) {
 		return
 	}
 	err := c.cfg.Outbox.Pending(a.ID, device, c.cfg.Now(), func(e Entry) bool {
@@ -376,17 +376,3 @@ func (c *Channel) apply(ctx context.Context, id string, cmd message.Command) {
 
 var _ channels.Channel = (*Channel)(nil)
 var _ gateway.Handler = (*Channel)(nil)
-
-// blacklisted reports whether the app's blacklist excludes a device: by
-// id, by its user alias, or by one of its tags (groups).
-func blacklisted(a *app.App, id, alias string, tags []string) bool {
-	if a.Blacklisted(app.KindDevice, id) || (alias != "" && a.Blacklisted(app.KindUser, alias)) {
-		return true
-	}
-	for _, t := range tags {
-		if a.Blacklisted(app.KindGroup, t) {
-			return true
-		}
-	}
-	return false
-}
