@@ -15,6 +15,7 @@ import (
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/message"
 	"github.com/pushledger/pushledger/domain/policy"
+	"github.com/pushledger/pushledger/projections"
 )
 
 // ReasonRequest is the optional body of cancel and resend.
@@ -83,18 +84,25 @@ func (s *Server) postResend(c echo.Context) error {
 		return problem(http.StatusConflict, SlugResendNotAllowed, "Resend not allowed", strings.TrimPrefix(err.Error(), "policy: resend not allowed: "))
 	}
 	rev := int64(evs[len(evs)-1].Revision)
-	_, _, err = s.deps.Commands.MessageAt(c.Request().Context(), c.Param("id"), &p.Message, rev, message.Resend{Reason: reason})
+	_, res, err := s.deps.Commands.MessageAt(c.Request().Context(), c.Param("id"), &p.Message, rev, message.Resend{Reason: reason})
 	if errors.Is(err, commands.ErrStale) {
 		return problem(http.StatusConflict, SlugConflict, "Conflict", "the message changed while the resend was decided; retry")
 	}
 	if err != nil {
 		return err
 	}
-	return s.answerStatus(c)
+	// Appended at the revision read: the status read plus the new events
+	// is the status now.
+	for _, re := range res.Events {
+		if err := projections.FoldStatus(&st, re); err != nil {
+			return err
+		}
+	}
+	return c.JSON(http.StatusAccepted, st)
 }
 
 // answerStatus answers 202 with the message's status, read again from the
-// ledger.
+// ledger (a command that retried may have seen newer events).
 func (s *Server) answerStatus(c echo.Context) error {
 	_, st, err := s.loadMessage(c)
 	if err != nil {
