@@ -197,10 +197,14 @@ func (c *Channel) Send(_ context.Context, p channels.Push) (channels.Result, err
 		}
 		return channels.Result{Accepted: max(n, 1)}, nil
 	}
+	devices := make([]string, len(p.Targets))
+	for i, t := range p.Targets {
+		devices[i] = t.DeviceID
+	}
+	if err := c.cfg.Outbox.Put(a.ID, devices, e); err != nil {
+		return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
+	}
 	for _, t := range p.Targets {
-		if err := c.cfg.Outbox.Put(a.ID, t.DeviceID, e); err != nil {
-			return channels.Result{}, &channels.SendError{Class: channels.Transient, Reason: "outbox", Err: err}
-		}
 		if err := push(t.DeviceID); err != nil {
 			// A slow or vanished connection: the push waits in the outbox.
 			c.cfg.Logger.Debug("gateway push", "device", t.DeviceID, "err", err)

@@ -99,32 +99,39 @@ func decodeEntry(v []byte) (Entry, error) {
 
 func (e Entry) expired(now time.Time) bool { return !e.ExpiresAt.IsZero() && !now.Before(e.ExpiresAt) }
 
-// Put keeps e for device of app, unless the device already has a push of
-// that message waiting.
-func (o *Outbox) Put(app, device string, e Entry) error {
-	return o.put(key("gwo", app, device), append(key("gwx", app, device), e.ID[:]...), e)
+// Put keeps e for each of devices of app, in one write, unless the device
+// already has a push of that message waiting.
+func (o *Outbox) Put(app string, devices []string, e Entry) error {
+	return o.store.Update(func(w projections.Writer) error {
+		for _, d := range devices {
+			if err := o.put(w, key("gwo", app, d), append(key("gwx", app, d), e.ID[:]...), e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // PutBroadcast keeps e for every device of app.
 func (o *Outbox) PutBroadcast(app string, e Entry) error {
-	return o.put(key("gwb", app), append(key("gwy", app), e.ID[:]...), e)
+	return o.store.Update(func(w projections.Writer) error {
+		return o.put(w, key("gwb", app), append(key("gwy", app), e.ID[:]...), e)
+	})
 }
 
 // put keeps e under the next sequence number after prefix, indexed by idx,
 // unless idx exists.
-func (o *Outbox) put(prefix, idx []byte, e Entry) error {
-	return o.store.Update(func(w projections.Writer) error {
-		if _, err := w.Get(idx); err == nil {
-			return nil
-		} else if !errors.Is(err, projections.ErrNotFound) {
-			return err
-		}
-		seq := o.seq.Add(1)
-		if err := w.Set(seqKey(prefix, seq), encodeEntry(e)); err != nil {
-			return err
-		}
-		return w.Set(idx, binary.BigEndian.AppendUint64(nil, seq))
-	})
+func (o *Outbox) put(w projections.Writer, prefix, idx []byte, e Entry) error {
+	if _, err := w.Get(idx); err == nil {
+		return nil
+	} else if !errors.Is(err, projections.ErrNotFound) {
+		return err
+	}
+	seq := o.seq.Add(1)
+	if err := w.Set(seqKey(prefix, seq), encodeEntry(e)); err != nil {
+		return err
+	}
+	return w.Set(idx, binary.BigEndian.AppendUint64(nil, seq))
 }
 
 // Pending calls fn for every live push waiting for device of app: its own,

@@ -42,7 +42,7 @@ func TestOutboxOrderExpiryAndAck(t *testing.T) {
 		if ttl > 0 {
 			e.ExpiresAt = now.Add(ttl)
 		}
-		if err := o.Put("app", device, e); err != nil {
+		if err := o.Put("app", []string{device}, e); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -85,7 +85,7 @@ func TestOutboxBoundPerDevice(t *testing.T) {
 	o.MaxPerDevice = 3
 	now := time.Now()
 	for n := byte(1); n <= 5; n++ {
-		if err := o.Put("app", "d1", gatewaych.Entry{ID: id(n)}); err != nil {
+		if err := o.Put("app", []string{"d1"}, gatewaych.Entry{ID: id(n)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -106,7 +106,7 @@ func TestOutboxBroadcasts(t *testing.T) {
 	if err := o.PutBroadcast("app", gatewaych.Entry{ID: id(2), ExpiresAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Put("app", "d1", gatewaych.Entry{ID: id(5)}); err != nil {
+	if err := o.Put("app", []string{"d1"}, gatewaych.Entry{ID: id(5)}); err != nil {
 		t.Fatal(err)
 	}
 	// A device's own pushes first, then the broadcasts.
@@ -133,7 +133,7 @@ func TestOutboxSweep(t *testing.T) {
 	o := newOutbox(t)
 	now := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
 	for n := byte(1); n <= 3; n++ {
-		if err := o.Put("app", "gone", gatewaych.Entry{ID: id(n), ExpiresAt: now.Add(time.Duration(n) * time.Minute)}); err != nil {
+		if err := o.Put("app", []string{"gone"}, gatewaych.Entry{ID: id(n), ExpiresAt: now.Add(time.Duration(n) * time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
 	}
