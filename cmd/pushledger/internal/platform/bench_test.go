@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +100,7 @@ func BenchmarkREST(b *testing.B) {
 			var mu sync.Mutex
 			var wg sync.WaitGroup
 			b.ResetTimer()
+			cpu0 := cpuTime()
 			start := time.Now()
 			for range par {
 				wg.Add(1)
@@ -134,6 +136,7 @@ func BenchmarkREST(b *testing.B) {
 			wg.Wait()
 			elapsed := time.Since(start)
 			b.StopTimer()
+			b.ReportMetric((cpuTime()-cpu0).Seconds()/elapsed.Seconds(), "cpu-cores")
 			slices.Sort(lat)
 			b.ReportMetric(float64(n*tc.perReq)/elapsed.Seconds(), "msgs/s")
 			b.ReportMetric(float64(n)/elapsed.Seconds(), "req/s")
@@ -141,6 +144,14 @@ func BenchmarkREST(b *testing.B) {
 			b.ReportMetric(float64(lat[n*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
+}
+
+// cpuTime is the CPU time (user and system) this process has used: the
+// load generator's and the server's, which share the machine's cores.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchServer is the embedded platform serving on a free port for a
