@@ -15,21 +15,47 @@ import (
 // Nonces is a signing.NonceStore that remembers nonces across restarts, so
 // that a request captured before a crash cannot be replayed after it within
 // the timestamp window. Decisions are made in memory; each accepted nonce is
-// also written to Pebble with fsync (Pebble groups the syncs of concurrent
-// requests; without the sync a kill -9 can lose the record, as Pebble's log
-// is written by a background flusher), and the unexpired ones are reloaded
-// at start. When ctx carries a signing.Barrier, Use returns once the record
-// is applied and leaves the wait for its sync to the Barrier (Pebble's
-// ApplyNoSyncWait, marked experimental by Pebble; CockroachDB pipelines its
-// log writes with it).
+// also written to a NonceLog, which makes it durable before the request is
+// acknowledged, and the unexpired ones are reloaded at start. When ctx
+// carries a signing.Barrier, Use returns once the record is written and
+// leaves the wait for its durability to the Barrier, so the request is
+// handled meanwhile.
 type Nonces struct {
 	mem     *signing.MemoryNonces
-	db      *pebble.DB
+	log     NonceLog
 	now     func() time.Time
 	inserts atomic.Uint64
 }
 
 var _ signing.NonceStore = (*Nonces)(nil)
+
+// NonceLog is where Nonces keeps its records: a Pebble database whose keys
+// beginning with "nn\x00" are the nonces', and how a record is made
+// durable. The embedded platform keeps them beside the ledger
+// (pebbleledger.Side): the fsync of the request's own append covers its
+// nonce. Store.NonceLog keeps them in a Store of their own, synced.
+type NonceLog interface {
+	DB() *pebble.DB
+	// Apply writes b and returns a wait that returns once b is durable.
+	Apply(b *pebble.Batch) (wait func() error, err error)
+}
+
+// NonceLog returns s as a NonceLog whose records are fsynced (Pebble
+// groups the syncs of concurrent requests).
+func (s *Store) NonceLog() NonceLog { return syncedLog{s.db} }
+
+type syncedLog struct{ db *pebble.DB }
+
+func (l syncedLog) DB() *pebble.DB { return l.db }
+
+// Apply uses Pebble's ApplyNoSyncWait (marked experimental by Pebble;
+// CockroachDB pipelines its log writes with it).
+func (l syncedLog) Apply(b *pebble.Batch) (func() error, error) {
+	if err := l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		return nil, err
+	}
+	return b.SyncWait, nil
+}
 
 const noncePrefix = "nn\x00"
 
@@ -43,17 +69,17 @@ func nonceKey(expires time.Time, appKey, nonce string) []byte {
 	return append(k, nonce...)
 }
 
-// NewNonces loads the unexpired nonces of s and deletes the expired ones.
-func NewNonces(s *Store, now func() time.Time) (*Nonces, error) {
+// NewNonces loads the unexpired nonces of log and deletes the expired ones.
+func NewNonces(log NonceLog, now func() time.Time) (*Nonces, error) {
 	if now == nil {
 		now = time.Now
 	}
-	n := &Nonces{mem: signing.NewMemoryNonces(now), db: s.db, now: now}
+	n := &Nonces{mem: signing.NewMemoryNonces(now), log: log, now: now}
 	if err := n.sweep(); err != nil {
 		return nil, err
 	}
 	lower := nonceKey(now(), "", "")
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte("nn\x01")})
+	it, err := log.DB().NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte("nn\x01")})
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +109,7 @@ func NewNonces(s *Store, now func() time.Time) (*Nonces, error) {
 
 // sweep deletes the records of expired nonces.
 func (n *Nonces) sweep() error {
-	return n.db.DeleteRange([]byte(noncePrefix), nonceKey(n.now(), "", ""), pebble.NoSync)
+	return n.log.DB().DeleteRange([]byte(noncePrefix), nonceKey(n.now(), "", ""), pebble.NoSync)
 }
 
 // Use implements signing.NonceStore.
@@ -92,29 +118,27 @@ func (n *Nonces) Use(ctx context.Context, appKey, nonce string, expires time.Tim
 	if err != nil || !fresh {
 		return fresh, err
 	}
-	b := n.db.NewBatch()
+	b := n.log.DB().NewBatch()
 	_ = b.Set(nonceKey(expires, appKey, nonce), nil, nil)
-	if bar := signing.BarrierFrom(ctx); bar != nil {
-		// The sync runs while the request is handled; the request waits
-		// for it before it is acknowledged.
-		if err := n.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
-			_ = b.Close()
-			return false, fmt.Errorf("pebblekv: record nonce: %w", err)
-		}
-		bar.Defer(func() error {
-			err := b.SyncWait()
-			_ = b.Close()
-			if err != nil {
-				return fmt.Errorf("pebblekv: sync nonce: %w", err)
-			}
-			return nil
-		})
-	} else {
-		err := n.db.Apply(b, pebble.Sync)
+	wait, err := n.log.Apply(b)
+	if err != nil {
+		_ = b.Close()
+		return false, fmt.Errorf("pebblekv: record nonce: %w", err)
+	}
+	done := func() error {
+		err := wait()
 		_ = b.Close()
 		if err != nil {
-			return false, fmt.Errorf("pebblekv: record nonce: %w", err)
+			return fmt.Errorf("pebblekv: sync nonce: %w", err)
 		}
+		return nil
+	}
+	if bar := signing.BarrierFrom(ctx); bar != nil {
+		// The request is handled meanwhile and waits before it is
+		// acknowledged.
+		bar.Defer(done)
+	} else if err := done(); err != nil {
+		return false, err
 	}
 	if n.inserts.Add(1)%4096 == 0 {
 		if err := n.sweep(); err != nil {
@@ -124,15 +148,16 @@ func (n *Nonces) Use(ctx context.Context, appKey, nonce string, expires time.Tim
 	return true, nil
 }
 
-// MoveNonces moves the nonce records kept in from (before nonces had a
-// store of their own) to to, synced, and deletes them from from. Call it
-// before NewNonces on to; it does nothing when from holds none.
-func MoveNonces(from, to *Store) error {
+// MoveNonces moves the nonce records kept in from (by earlier releases) to
+// to, durably, and deletes them from from. Call it before NewNonces on to;
+// it does nothing when from holds none.
+func MoveNonces(from *Store, to NonceLog) error {
 	it, err := from.db.NewIter(&pebble.IterOptions{LowerBound: []byte(noncePrefix), UpperBound: []byte("nn\x01")})
 	if err != nil {
 		return err
 	}
-	b := to.db.NewBatch()
+	b := to.DB().NewBatch()
+	defer b.Close()
 	for ok := it.First(); ok; ok = it.Next() {
 		_ = b.Set(it.Key(), nil, nil)
 	}
@@ -142,7 +167,11 @@ func MoveNonces(from, to *Store) error {
 	if b.Empty() {
 		return nil
 	}
-	if err := to.db.Apply(b, pebble.Sync); err != nil {
+	wait, err := to.Apply(b)
+	if err == nil {
+		err = wait()
+	}
+	if err != nil {
 		return fmt.Errorf("pebblekv: move nonces: %w", err)
 	}
 	return from.db.DeleteRange([]byte(noncePrefix), []byte("nn\x01"), pebble.Sync)

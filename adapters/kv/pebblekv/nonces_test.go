@@ -19,7 +19,7 @@ func TestNoncesSurviveReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := pebblekv.NewNonces(s, clock)
+	n, err := pebblekv.NewNonces(s.NonceLog(), clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestNoncesSurviveReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	n, err = pebblekv.NewNonces(s, clock)
+	n, err = pebblekv.NewNonces(s.NonceLog(), clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +78,7 @@ func TestNoncesBarrier(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := pebblekv.NewNonces(s, nil)
+	n, err := pebblekv.NewNonces(s.NonceLog(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestNoncesBarrier(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	n, err = pebblekv.NewNonces(s, nil)
+	n, err = pebblekv.NewNonces(s.NonceLog(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestMoveNonces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer old.Close()
-	n, err := pebblekv.NewNonces(old, clock)
+	n, err := pebblekv.NewNonces(old.NonceLog(), clock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,17 +133,17 @@ func TestMoveNonces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer moved.Close()
-	if err := pebblekv.MoveNonces(old, moved); err != nil {
+	if err := pebblekv.MoveNonces(old, moved.NonceLog()); err != nil {
 		t.Fatal(err)
 	}
-	n2, err := pebblekv.NewNonces(moved, clock)
+	n2, err := pebblekv.NewNonces(moved.NonceLog(), clock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if fresh, err := n2.Use(ctx, "app", "nonce-1", now.Add(time.Minute)); err != nil || fresh {
 		t.Fatalf("replay after the move accepted: %v %v", fresh, err)
 	}
-	n3, err := pebblekv.NewNonces(old, clock)
+	n3, err := pebblekv.NewNonces(old.NonceLog(), clock)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -101,7 +102,6 @@ type Platform struct {
 	log      *slog.Logger
 	Ledger   *pebbleledger.Store
 	State    *pebblekv.Store
-	NonceDB  *pebblekv.Store
 	Commands *commands.Handler
 	Apps     *projections.Apps
 	Devices  *projections.Runner
@@ -206,16 +206,12 @@ func Open(cfg Config) (*Platform, error) {
 		}
 		p.Runners = append(p.Runners, r)
 	}
-	// Nonces have a store of their own: their records are synced, and in
-	// the read-model store every unsynced write would queue behind those
-	// syncs (Pebble publishes a DB's commits in order).
-	if p.NonceDB, err = pebblekv.Open(pebblekv.Config{Dir: filepath.Join(cfg.DataDir, "nonces"), CacheBytes: 8 << 20}); err != nil {
+	// Nonces are kept beside the ledger: the fsync of a request's append
+	// makes its nonce durable too, with no sync of its own.
+	if err := moveNonces(p.State, p.Ledger.Side(), filepath.Join(cfg.DataDir, "nonces")); err != nil {
 		return fail(err)
 	}
-	if err := pebblekv.MoveNonces(p.State, p.NonceDB); err != nil {
-		return fail(err)
-	}
-	nonces, err := pebblekv.NewNonces(p.NonceDB, cfg.Now)
+	nonces, err := pebblekv.NewNonces(p.Ledger.Side(), cfg.Now)
 	if err != nil {
 		return fail(err)
 	}
@@ -571,12 +567,29 @@ func (p *Platform) Replay(ctx context.Context, progress func(name string, pos, l
 	return p.catchUp(ctx, progress)
 }
 
+// moveNonces moves the nonce records of earlier releases, kept in the
+// read-model store and then in a store of their own in dir (removed once
+// moved), to where they are kept now.
+func moveNonces(state *pebblekv.Store, to pebblekv.NonceLog, dir string) error {
+	if err := pebblekv.MoveNonces(state, to); err != nil {
+		return err
+	}
+	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	old, err := pebblekv.Open(pebblekv.Config{Dir: dir, CacheBytes: 8 << 20})
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(pebblekv.MoveNonces(old, to), old.Close()); err != nil {
+		return err
+	}
+	return os.RemoveAll(dir)
+}
+
 // Close closes the stores.
 func (p *Platform) Close() error {
 	var errs []error
-	if p.NonceDB != nil {
-		errs = append(errs, p.NonceDB.Close())
-	}
 	if p.State != nil {
 		errs = append(errs, p.State.Close())
 	}

@@ -421,10 +421,34 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	if resp := replay(url); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("first send: %d", resp.StatusCode)
 	}
+	// So must a request that appends nothing (its nonce is synced on its
+	// own, not by an append's fsync).
+	path := "/v1/messages/" + acked[0]
+	read, _ := http.NewRequest(http.MethodGet, url+path, nil)
+	if err := signing.SignRequest(read, c.AppKey, []byte(c.AppSecret), time.Now(), signing.NewNonce(), nil); err != nil {
+		t.Fatal(err)
+	}
+	readHeaders := read.Header.Clone()
+	resend := func(url string) int {
+		req, _ := http.NewRequest(http.MethodGet, url+path, nil)
+		req.Header = readHeaders.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := resend(url); code != http.StatusOK {
+		t.Fatalf("signed read: %d", code)
+	}
 	kill()
 	url, _ = startChild(t, dir)
 	if resp := replay(url); resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("replay after kill -9: status %d, want 401 replayed-nonce", resp.StatusCode)
+	}
+	if code := resend(url); code != http.StatusUnauthorized {
+		t.Fatalf("replay of a read after kill -9: status %d, want 401 replayed-nonce", code)
 	}
 	c.BaseURL = url
 	for _, id := range acked {
