@@ -243,25 +243,11 @@ func (o *Outbox) Ack(app, device string, ids []wire.MessageID) error {
 // AckMany is Ack for many devices of app, in one write.
 func (o *Outbox) AckMany(app string, acks map[string][]wire.MessageID) error {
 	return o.store.Update(func(w projections.Writer) error {
-		live := map[wire.MessageID]bool{} // broadcasts of app, looked up once
+		// Broadcasts of app, looked up once per id: an id that is one is
+		// no push to a device, so its acks need no index lookup.
+		live := map[wire.MessageID]bool{}
 		for device, ids := range acks {
 			for _, id := range ids {
-				idx := append(key("gwx", app, device), id[:]...)
-				v, err := w.Get(idx)
-				switch {
-				case err == nil:
-					if len(v) == 8 {
-						if err := w.Delete(seqKey(key("gwo", app, device), binary.BigEndian.Uint64(v))); err != nil {
-							return err
-						}
-					}
-					if err := w.Delete(idx); err != nil {
-						return err
-					}
-					continue // a push to the device, not a broadcast
-				case !errors.Is(err, projections.ErrNotFound):
-					return err
-				}
 				isLive, seen := live[id]
 				if !seen {
 					_, err := w.Get(append(key("gwy", app), id[:]...))
@@ -275,6 +261,23 @@ func (o *Outbox) AckMany(app string, acks map[string][]wire.MessageID) error {
 					if err := w.Set(append(ackPrefix(app, id[:]), device...), nil); err != nil {
 						return err
 					}
+					continue
+				}
+				idx := append(key("gwx", app, device), id[:]...)
+				v, err := w.Get(idx)
+				switch {
+				case errors.Is(err, projections.ErrNotFound):
+					continue // already acknowledged, or an expired broadcast
+				case err != nil:
+					return err
+				}
+				if len(v) == 8 {
+					if err := w.Delete(seqKey(key("gwo", app, device), binary.BigEndian.Uint64(v))); err != nil {
+						return err
+					}
+				}
+				if err := w.Delete(idx); err != nil {
+					return err
 				}
 			}
 		}
