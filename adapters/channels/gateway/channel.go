@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/channels"
@@ -57,9 +58,14 @@ type Config struct {
 	Apps     Apps
 	Devices  Devices
 	Recorder Recorder
-	// FlushInterval is how long acknowledgements are gathered before they
-	// are recorded (one event per message per flush). Default 10 ms.
+	// Acknowledgements are gathered and recorded together (one event per
+	// message per flush): once none has come for QuietInterval (default
+	// 1 ms), or FlushInterval (default 10 ms) after the first one waiting,
+	// whichever is sooner. So a broadcast's acks are recorded in a few
+	// events while they stream in, and the last ones right after they
+	// stop.
 	FlushInterval time.Duration
+	QuietInterval time.Duration
 	// Now is the clock. Default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -74,7 +80,10 @@ type Channel struct {
 	mu    sync.Mutex
 	acked map[string]map[string][]wire.MessageID // app key -> device -> acknowledged ids
 	opens []open
-	kick  chan struct{}
+	// waiting is signalled when acknowledgements begin to wait; lastAck is
+	// when the last one came (Unix ns).
+	waiting chan struct{}
+	lastAck atomic.Int64
 
 	work chan func()
 }
@@ -90,6 +99,9 @@ func New(cfg Config) (*Channel, error) {
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = 10 * time.Millisecond
 	}
+	if cfg.QuietInterval <= 0 {
+		cfg.QuietInterval = time.Millisecond
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -97,7 +109,7 @@ func New(cfg Config) (*Channel, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Channel{cfg: cfg, acked: map[string]map[string][]wire.MessageID{},
-		kick: make(chan struct{}, 1), work: make(chan func(), 4096)}, nil
+		waiting: make(chan struct{}, 1), work: make(chan func(), 4096)}, nil
 }
 
 // SetServer attaches the gateway server pushes go through.
@@ -223,25 +235,34 @@ func (c *Channel) OnConnect(conn gateway.Conn, lastAcked wire.MessageID) {
 }
 
 // OnAck implements gateway.Handler.
-func (c *Channel) OnAck(conn gateway.Conn, ids []wire.MessageID) {
+func (c *Channel) OnAck(conn gateway.Conn, ids []wire.MessageID) { c.note(conn, ids, false) }
+
+// OnOpened implements gateway.Handler: an open implies delivery.
+func (c *Channel) OnOpened(conn gateway.Conn, ids []wire.MessageID) { c.note(conn, ids, true) }
+
+// note gathers acknowledgements (and opens) for Run to record.
+func (c *Channel) note(conn gateway.Conn, ids []wire.MessageID, opened bool) {
+	c.lastAck.Store(time.Now().UnixNano())
 	c.mu.Lock()
+	first := len(c.acked) == 0 && len(c.opens) == 0
 	devices := c.acked[conn.AppKey]
 	if devices == nil {
 		devices = map[string][]wire.MessageID{}
 		c.acked[conn.AppKey] = devices
 	}
 	devices[conn.DeviceID] = append(devices[conn.DeviceID], ids...)
-	c.mu.Unlock()
-}
-
-// OnOpened implements gateway.Handler: an open implies delivery.
-func (c *Channel) OnOpened(conn gateway.Conn, ids []wire.MessageID) {
-	c.OnAck(conn, ids)
-	c.mu.Lock()
-	for _, id := range ids {
-		c.opens = append(c.opens, open{message: id.String(), device: conn.DeviceID})
+	if opened {
+		for _, id := range ids {
+			c.opens = append(c.opens, open{message: id.String(), device: conn.DeviceID})
+		}
 	}
 	c.mu.Unlock()
+	if first {
+		select {
+		case c.waiting <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // OnDisconnect implements gateway.Handler.
@@ -295,8 +316,9 @@ func (c *Channel) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	t := time.NewTicker(c.cfg.FlushInterval)
-	defer t.Stop()
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	var first time.Time // when the acknowledgements waiting began to
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	for {
@@ -305,7 +327,16 @@ func (c *Channel) Run(ctx context.Context) error {
 			c.record(context.WithoutCancel(ctx)) // what was acknowledged so far
 			wg.Wait()
 			return nil
-		case <-t.C:
+		case <-c.waiting:
+			first = time.Now()
+			flush.Reset(c.cfg.QuietInterval)
+		case now := <-flush.C:
+			quiet := now.Sub(time.Unix(0, c.lastAck.Load()))
+			if waited := now.Sub(first); quiet < c.cfg.QuietInterval && waited < c.cfg.FlushInterval {
+				flush.Reset(min(c.cfg.QuietInterval-quiet, c.cfg.FlushInterval-waited))
+				continue
+			}
+			// Acknowledgements that come meanwhile signal waiting again.
 			c.record(ctx)
 		case <-sweep.C:
 			// Expired pushes of devices that never came back.

@@ -1,0 +1,106 @@
+package gatewaych_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	gatewaych "github.com/pushledger/pushledger/adapters/channels/gateway"
+	"github.com/pushledger/pushledger/commands"
+	"github.com/pushledger/pushledger/domain/app"
+	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/gateway"
+	"github.com/pushledger/pushledger/gateway/wire"
+	"github.com/pushledger/pushledger/projections"
+)
+
+type oneApp struct{ a *app.App }
+
+func (o oneApp) ByID(id string) (*app.App, bool)   { return o.a, id == o.a.ID }
+func (o oneApp) ByKey(key string) (*app.App, bool) { return o.a, key == o.a.Key }
+
+type noDevices struct{}
+
+func (noDevices) Active(string, func(projections.DeviceBrief) bool) error { return nil }
+func (noDevices) Device(string, string) (projections.DeviceView, error) {
+	return projections.DeviceView{}, projections.ErrNotFound
+}
+
+// recorder keeps the commands the channel records, per message.
+type recorder struct {
+	mu   sync.Mutex
+	cmds map[string][]message.Command
+}
+
+func (r *recorder) Message(_ context.Context, id string, cmd message.Command) (message.Message, commands.Result, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cmds[id] = append(r.cmds[id], cmd)
+	return message.Message{}, commands.Result{}, nil
+}
+
+func (r *recorder) devices(id string) (n, events int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, c := range r.cmds[id] {
+		if d, ok := c.(message.RecordDeliveries); ok {
+			n += len(d.DeviceIDs)
+			events++
+		}
+	}
+	return n, events
+}
+
+// TestAcksRecordedWhenTheyStop: acknowledgements are recorded once they
+// stop coming (QuietInterval), without waiting for FlushInterval (an hour
+// here), together: one event for the acks of one message gathered at once.
+func TestAcksRecordedWhenTheyStop(t *testing.T) {
+	rec := &recorder{cmds: map[string][]message.Command{}}
+	a := &app.App{ID: "app1", Key: "key1"}
+	ch, err := gatewaych.New(gatewaych.Config{Outbox: newOutbox(t), Apps: oneApp{a}, Devices: noDevices{},
+		Recorder: rec, FlushInterval: time.Hour, QuietInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ch.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	m := id(7)
+	for _, d := range []string{"d1", "d2", "d3"} {
+		ch.OnAck(gateway.Conn{AppKey: "key1", DeviceID: d}, []wire.MessageID{m})
+	}
+	eventually(t, "3 acks recorded", func() bool { n, _ := rec.devices(m.String()); return n == 3 })
+	if _, events := rec.devices(m.String()); events != 1 {
+		t.Fatalf("3 acks gathered at once recorded in %d events, want 1", events)
+	}
+	// An open alone is recorded too (as delivered and opened).
+	ch.OnOpened(gateway.Conn{AppKey: "key1", DeviceID: "d4"}, []wire.MessageID{m})
+	eventually(t, "the open recorded", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, c := range rec.cmds[m.String()] {
+			if o, ok := c.(message.RecordOpened); ok && o.DeviceID == "d4" {
+				return true
+			}
+		}
+		return false
+	})
+	if n, _ := rec.devices(m.String()); n != 4 {
+		t.Fatalf("%d devices recorded as delivered, want 4", n)
+	}
+}
+
+// eventually polls cond until it holds, failing the test after 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after 10 s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
