@@ -116,6 +116,7 @@ func BenchmarkGateway(b *testing.B) {
 		interval := time.Second / time.Duration(*gwRate)
 		sem := make(chan struct{}, 256)
 		b.ResetTimer()
+		cpu0 := cpuTime()
 		start := time.Now()
 		var wg sync.WaitGroup
 		for i := range b.N {
@@ -141,6 +142,7 @@ func BenchmarkGateway(b *testing.B) {
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
+		b.ReportMetric((cpuTime()-cpu0).Seconds()/elapsed.Seconds(), "cpu-cores")
 		mu.Lock()
 		defer mu.Unlock()
 		if len(lat) < b.N {
