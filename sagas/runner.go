@@ -118,6 +118,9 @@ type Runner struct {
 
 	mu    sync.Mutex
 	owned map[int]uint64 // partition -> checkpoint
+	// checkpointed is when handleBatch last wrote every partition's
+	// checkpoint (its goroutine's alone).
+	checkpointed time.Time
 	// decided holds, for each message with a timer, the stream revision
 	// its latest decision was made at: the subscription skips the events
 	// up to it (the runner's own appends, mostly), already decided upon.
@@ -454,6 +457,10 @@ func (r *Runner) follow(ctx, sctx context.Context, from uint64) error {
 // handleBatch decides, once each, about the messages of the batch in the
 // partitions held, then writes their wake-up times and moves every held
 // partition's checkpoint past the batch.
+// checkpointEvery bounds how long the durable checkpoint of a partition
+// with no new events lags behind.
+const checkpointEvery = time.Second
+
 func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) error {
 	if len(evs) == 0 {
 		return nil
@@ -469,13 +476,16 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 	r.mu.Unlock()
 	seen := map[string]bool{}
 	var ids []string
+	touched := map[int]bool{}
 	r.mu.Lock()
 	for _, re := range evs {
 		id := message.IDFromStream(re.Stream)
-		cp, ok := cps[partitionOf(id, r.cfg.Partitions)]
+		p := partitionOf(id, r.cfg.Partitions)
+		cp, ok := cps[p]
 		if id == "" || !ok || re.Position <= cp || seen[id] {
 			continue
 		}
+		touched[p] = true
 		if rev, ok := r.decided[id]; ok && int64(re.Revision) <= rev {
 			continue // this runner decided from a state that held it
 		}
@@ -488,12 +498,20 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 		return err
 	}
 	last := evs[len(evs)-1].Position
+	// The checkpoints of the partitions this batch had events of are
+	// written with their wake-ups; the others' at most every
+	// checkpointEvery: a partition with no events in between has nothing
+	// to decide again from an older checkpoint, it only reads further.
+	all := time.Since(r.checkpointed) >= checkpointEvery
+	if all {
+		r.checkpointed = time.Now()
+	}
 	err = r.store.Update(func(w projections.Writer) error {
 		if err := writeWakes(w, r.cfg.Partitions, ops); err != nil {
 			return err
 		}
 		for p, cp := range cps {
-			if last > cp {
+			if last > cp && (all || touched[p]) {
 				if err := projections.SetCheckpoint(w, checkpointName(p), last); err != nil {
 					return err
 				}
