@@ -218,6 +218,7 @@ func BenchmarkGateway(b *testing.B) {
 func broadcastRounds(b *testing.B, p *platform.Platform, c *client.Client, n int, received *atomic.Int64) time.Duration {
 	ctx := context.Background()
 	var total, toDevices time.Duration
+	cpu0 := cpuTime()
 	for range b.N {
 		base := received.Load()
 		start := time.Now()
@@ -270,6 +271,7 @@ func broadcastRounds(b *testing.B, p *platform.Platform, c *client.Client, n int
 	// Time until every device had the push, and until the ledger held
 	// every acknowledgement (s/broadcast).
 	b.ReportMetric(toDevices.Seconds()/float64(b.N), "s-to-every-device")
+	b.ReportMetric((cpuTime()-cpu0).Seconds()/total.Seconds(), "cpu-cores")
 	return total
 }
 
