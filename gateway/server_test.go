@@ -477,7 +477,11 @@ func TestPingFloodWithoutReading(t *testing.T) {
 	cfg.OutboundCap = 64 << 10
 	srv := startServer(t, cfg, creds, nil)
 	c := dialRaw(t, srv.addr)
-	if err := c.Conn.(*net.TCPConn).SetReadBuffer(4 << 10); err != nil {
+	// A small receive buffer, so the PONGs back up sooner; not below a
+	// loopback segment (64 KiB): with 4 KiB the kernel's TCP stalled the
+	// connection in both directions now and then, and the server never
+	// read the PINGs that would have taken it over the cap.
+	if err := c.Conn.(*net.TCPConn).SetReadBuffer(128 << 10); err != nil {
 		t.Fatal(err)
 	}
 	c.connect(creds, "phone-1")

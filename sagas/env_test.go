@@ -351,7 +351,7 @@ func (w *world) waitSettled(t tester, d time.Duration, ids ...string) {
 		for _, id := range ids {
 			m, ok, err := w.cmd.LoadMessage(context.Background(), id)
 			if err != nil || !ok || !settled(m) {
-				return false, fmt.Sprintf("message %s is %q (err %v)", id, m.State, err)
+				return false, fmt.Sprintf("message %s is %q (err %v); runners logged %q", id, m.State, err, w.log.errors())
 			}
 		}
 		return true, ""

@@ -440,6 +440,7 @@ func (r *Runner) follow(ctx, sctx context.Context, from uint64) error {
 		return err
 	}
 	defer sub.Close()
+	read := from // the subscription has delivered everything up to read
 	for {
 		evs, err := sub.Recv(sctx)
 		if err != nil {
@@ -448,10 +449,34 @@ func (r *Runner) follow(ctx, sctx context.Context, from uint64) error {
 			}
 			return fmt.Errorf("sagas: %w", err)
 		}
+		// A partition adopted with a checkpoint behind what the
+		// subscription has delivered needs those events again: start
+		// over from it. The signal on r.changed normally restarts the
+		// subscription first; this does not depend on it (under load in
+		// TestRunnersShareTheWorkOnPostgres a runner once went on
+		// without, and never decided a message of the adopted partition).
+		if r.behind(read) {
+			return nil
+		}
 		if err := r.handleBatch(ctx, evs); err != nil {
 			return err
 		}
+		if len(evs) > 0 {
+			read = evs[len(evs)-1].Position
+		}
 	}
+}
+
+// behind reports whether a partition held has its checkpoint before pos.
+func (r *Runner) behind(pos uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, cp := range r.owned {
+		if cp < pos {
+			return true
+		}
+	}
+	return false
 }
 
 // handleBatch decides, once each, about the messages of the batch in the
