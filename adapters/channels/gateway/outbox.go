@@ -213,25 +213,30 @@ func (o *Outbox) Pending(app, device string, now time.Time, fn func(Entry) bool)
 func (o *Outbox) removeByID(app, device string, es []Entry) error {
 	return o.store.Update(func(w projections.Writer) error {
 		for _, e := range es {
-			idx := append(key("gwx", app, device), e.ID[:]...)
-			v, err := w.Get(idx)
-			if errors.Is(err, projections.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if len(v) == 8 {
-				if err := w.Delete(seqKey(key("gwo", app, device), binary.BigEndian.Uint64(v))); err != nil {
-					return err
-				}
-			}
-			if err := w.Delete(idx); err != nil {
+			if err := removePush(w, app, device, e.ID); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
+}
+
+// removePush removes the push of message id to device, if it waits.
+func removePush(w projections.Writer, app, device string, id wire.MessageID) error {
+	idx := append(key("gwx", app, device), id[:]...)
+	v, err := w.Get(idx)
+	switch {
+	case errors.Is(err, projections.ErrNotFound):
+		return nil // already acknowledged, or an expired broadcast
+	case err != nil:
+		return err
+	}
+	if len(v) == 8 {
+		if err := w.Delete(seqKey(key("gwo", app, device), binary.BigEndian.Uint64(v))); err != nil {
+			return err
+		}
+	}
+	return w.Delete(idx)
 }
 
 // Ack removes the pushes of ids waiting for device of app, and remembers
@@ -263,20 +268,7 @@ func (o *Outbox) AckMany(app string, acks map[string][]wire.MessageID) error {
 					}
 					continue
 				}
-				idx := append(key("gwx", app, device), id[:]...)
-				v, err := w.Get(idx)
-				switch {
-				case errors.Is(err, projections.ErrNotFound):
-					continue // already acknowledged, or an expired broadcast
-				case err != nil:
-					return err
-				}
-				if len(v) == 8 {
-					if err := w.Delete(seqKey(key("gwo", app, device), binary.BigEndian.Uint64(v))); err != nil {
-						return err
-					}
-				}
-				if err := w.Delete(idx); err != nil {
+				if err := removePush(w, app, device, id); err != nil {
 					return err
 				}
 			}
