@@ -197,8 +197,13 @@ type Registry struct{ Store Store }
 
 // Device returns the view of a device (active or not), or ErrNotFound.
 func (r Registry) Device(app, id string) (DeviceView, error) {
-	var v DeviceView
-	b, err := r.Store.Get(dvKey(app, id))
+	return getJSON[DeviceView](r.Store, dvKey(app, id))
+}
+
+// getJSON reads the JSON value of k as a T.
+func getJSON[T any](s Store, k []byte) (T, error) {
+	var v T
+	b, err := s.Get(k)
 	if err != nil {
 		return v, err
 	}
@@ -209,12 +214,7 @@ func (r Registry) Device(app, id string) (DeviceView, error) {
 // profile, the tokens nor the times (decoding the brief alone made batched
 // accepts about 8% faster, BenchmarkREST/accept-batch-1000).
 func (r Registry) brief(app, id string) (DeviceBrief, error) {
-	var v DeviceBrief
-	b, err := r.Store.Get(dvKey(app, id))
-	if err != nil {
-		return v, err
-	}
-	return v, json.Unmarshal(b, &v)
+	return getJSON[DeviceBrief](r.Store, dvKey(app, id))
 }
 
 // ActiveCount is the number of active devices of app.
