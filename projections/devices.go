@@ -63,6 +63,110 @@ func dvAliasKey(app, alias, id string) []byte { return key(dvPrefix, "a", app, a
 func dvTagKey(app, tag, id string) []byte     { return key(dvPrefix, "t", app, tag, id) }
 func dvTokenKey(ch, token string) []byte      { return key(dvPrefix, "k", ch, token) }
 func dvCountKey(app string) []byte            { return key(dvPrefix, "n", app) }
+func dvBriefKey(app, id string) []byte        { return key(dvPrefix, "b", app, id) }
+
+// briefsReadyKey marks a store whose brief index (dv b keys) is complete:
+// stores of earlier releases get it built by EnsureDeviceBriefs. It lies
+// outside the projection's prefix, so a rebuild keeps it: the events
+// folded again write the index as they go.
+var briefsReadyKey = []byte("meta\x00device-briefs")
+
+// appendBrief encodes what a broadcast needs of an active device (the
+// brief index's value): alias and tags, length-prefixed.
+func appendBrief(dst []byte, v *DeviceView) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(v.Alias)))
+	dst = append(dst, v.Alias...)
+	dst = binary.AppendUvarint(dst, uint64(len(v.Tags)))
+	for _, t := range v.Tags {
+		dst = binary.AppendUvarint(dst, uint64(len(t)))
+		dst = append(dst, t...)
+	}
+	return dst
+}
+
+// decodeBrief decodes appendBrief's encoding into b.
+func decodeBrief(v []byte, b *DeviceBrief) error {
+	str := func() (string, bool) {
+		n, k := binary.Uvarint(v)
+		if k <= 0 || uint64(len(v)-k) < n {
+			return "", false
+		}
+		s := string(v[k : k+int(n)])
+		v = v[k+int(n):]
+		return s, true
+	}
+	var ok bool
+	if b.Alias, ok = str(); !ok {
+		return errors.New("corrupt device brief")
+	}
+	n, k := binary.Uvarint(v)
+	if k <= 0 || n > uint64(len(v)) {
+		return errors.New("corrupt device brief")
+	}
+	v = v[k:]
+	b.Tags = nil
+	if n > 0 {
+		b.Tags = make([]string, 0, n)
+	}
+	for range n {
+		t, ok := str()
+		if !ok {
+			return errors.New("corrupt device brief")
+		}
+		b.Tags = append(b.Tags, t)
+	}
+	if len(v) != 0 {
+		return errors.New("corrupt device brief")
+	}
+	return nil
+}
+
+// EnsureDeviceBriefs builds the brief index of a store written by a
+// release without it (from the device views, in batches), then marks it
+// complete. Call it before the registry's runner starts.
+func EnsureDeviceBriefs(st Store) error {
+	if _, err := st.Get(briefsReadyKey); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	prefix := key(dvPrefix, "d", "") // every app's views
+	type brief struct{ k, v []byte }
+	var batch []brief
+	flush := func() error {
+		err := st.Update(func(w Writer) error {
+			for _, b := range batch {
+				if err := w.Set(b.k, b.v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		batch = batch[:0]
+		return err
+	}
+	var derr error
+	err := st.Scan(prefix, PrefixEnd(prefix), false, func(_, raw []byte) bool {
+		var v DeviceView
+		if derr = json.Unmarshal(raw, &v); derr != nil {
+			return false
+		}
+		if v.Active {
+			batch = append(batch, brief{dvBriefKey(v.AppID, v.DeviceID), appendBrief(nil, &v)})
+			if len(batch) == 4096 {
+				derr = flush()
+			}
+		}
+		return derr == nil
+	})
+	if err = errors.Join(err, derr); err != nil {
+		return fmt.Errorf("device briefs: %w", err)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return st.Update(func(w Writer) error { return w.Set(briefsReadyKey, []byte("1")) })
+}
 
 // Apply implements Projection.
 func (Devices) Apply(w Writer, events []ledger.RecordedEvent) error {
@@ -160,6 +264,16 @@ func reindex(w Writer, app, id string, old, nv *DeviceView) error {
 			if err := w.Set([]byte(k), []byte(owner)); err != nil {
 				return err
 			}
+		}
+	}
+	switch {
+	case nv.Active && (!old.Active || old.Alias != nv.Alias || !slices.Equal(old.Tags, nv.Tags)):
+		if err := w.Set(dvBriefKey(app, id), appendBrief(nil, nv)); err != nil {
+			return err
+		}
+	case !nv.Active && old.Active:
+		if err := w.Delete(dvBriefKey(app, id)); err != nil {
+			return err
 		}
 	}
 	if old.Active != nv.Active {
@@ -263,7 +377,22 @@ type DeviceBrief struct {
 // Active calls fn with the brief of every active device of app: All
 // without decoding profiles and times, for broadcasts to many devices.
 func (r Registry) Active(app string, fn func(v DeviceBrief) bool) error {
-	return eachActive(r, app, func(v DeviceBrief) bool { return v.Active }, fn)
+	if _, err := r.Store.Get(briefsReadyKey); errors.Is(err, ErrNotFound) {
+		return eachActive(r, app, func(v DeviceBrief) bool { return v.Active }, fn)
+	} else if err != nil {
+		return err
+	}
+	// The brief index: a few bytes per active device, no JSON.
+	prefix := key(dvPrefix, "b", app, "")
+	var derr error
+	err := r.Store.Scan(prefix, PrefixEnd(prefix), false, func(k, raw []byte) bool {
+		b := DeviceBrief{DeviceID: string(k[len(prefix):]), Active: true}
+		if derr = decodeBrief(raw, &b); derr != nil {
+			return false
+		}
+		return fn(b)
+	})
+	return errors.Join(err, derr)
 }
 
 // eachActive decodes app's device views as T and calls fn with the active

@@ -3,6 +3,7 @@ package projections_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -134,6 +135,7 @@ func checkRegistry(t *testing.T, e *env, reg projections.Registry) {
 		}
 		index("ByAlias", m.aliases, func(d *device.Device, a string) bool { return d.Alias == a }, reg.ByAlias)
 		index("ByTag", m.tags, func(d *device.Device, tag string) bool { _, ok := d.Tags[tag]; return ok }, reg.ByTag)
+		checkActive(t, m, reg, appID)
 	}
 	for tk := range m.tokens {
 		// The active device that registered the token last holds it.
@@ -157,12 +159,84 @@ func checkRegistry(t *testing.T, e *env, reg projections.Registry) {
 	}
 }
 
+// checkActive checks Registry.Active (what broadcasts go to) against the
+// model: every active device of appID, with its alias and tags.
+func checkActive(t *testing.T, m registryModel, reg projections.Registry, appID string) {
+	t.Helper()
+	var want, got []string
+	for k, d := range m.devices {
+		if k.app == appID && d.Active {
+			want = append(want, fmt.Sprintf("%s|%s|%v", k.id, d.Alias, d.TagList()))
+		}
+	}
+	if err := reg.Active(appID, func(b projections.DeviceBrief) bool {
+		if !b.Active {
+			t.Errorf("Active(%s) gave %s, not active", appID, b.DeviceID)
+		}
+		got = append(got, fmt.Sprintf("%s|%s|%v", b.DeviceID, b.Alias, b.Tags))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("Active(%s) = %v\nwant %v", appID, got, want)
+	}
+}
+
+// TestDeviceBriefsBuiltForOldStores: a store whose registry was written
+// without the brief index (an earlier release) answers Active from the
+// device views until EnsureDeviceBriefs has built the index, and the same
+// from the index after.
+func TestDeviceBriefsBuiltForOldStores(t *testing.T) {
+	e := newEnv(t)
+	r := e.runner(t, projections.Devices{}, e.kv)
+	reg := projections.Registry{Store: e.kv}
+	e.device(t, "app1", "d1", register("app1", "d1", nil))
+	e.device(t, "app1", "d2", register("app1", "d2", nil))
+	e.device(t, "app1", "d3", register("app1", "d3", nil))
+	e.device(t, "app2", "d1", register("app2", "d1", nil))
+	e.device(t, "app1", "d1", device.BindAlias{Alias: "alice"})
+	e.device(t, "app1", "d2", device.AddTags{Tags: []string{"vip", "beta"}})
+	e.device(t, "app1", "d3", device.Logout{})
+	catchUp(t, r)
+	// What an earlier release left: no index, no mark.
+	if err := e.kv.DeletePrefix([]byte("dv\x00b\x00")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.kv.DeletePrefix([]byte("meta\x00")); err != nil {
+		t.Fatal(err)
+	}
+	m := buildModel(t, e)
+	for _, appID := range []string{"app1", "app2"} {
+		checkActive(t, m, reg, appID) // from the views
+	}
+	if err := projections.EnsureDeviceBriefs(e.kv); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(dump(t, e.kv, []byte("dv\x00b\x00"))); n != 3 {
+		t.Fatalf("%d briefs built, want 3 (the active devices)", n)
+	}
+	for _, appID := range []string{"app1", "app2"} {
+		checkActive(t, m, reg, appID) // from the index
+	}
+	// The index follows later changes.
+	e.device(t, "app1", "d2", device.RemoveTags{Tags: []string{"beta"}})
+	e.device(t, "app1", "d1", device.Logout{})
+	catchUp(t, r)
+	checkActive(t, buildModel(t, e), reg, "app1")
+}
+
 // TestDeviceRegistry walks devices through their lifecycle and checks
 // every index of the registry after each step.
 func TestDeviceRegistry(t *testing.T) {
 	e := newEnv(t)
 	r := e.runner(t, projections.Devices{}, e.kv)
 	reg := projections.Registry{Store: e.kv}
+	if err := projections.EnsureDeviceBriefs(e.kv); err != nil { // Active reads the brief index
+		t.Fatal(err)
+	}
 	step := func(name string, f func()) {
 		t.Helper()
 		f()

@@ -161,6 +161,9 @@ func Open(cfg Config) (*Platform, error) {
 	if p.Commands, err = commands.New(p.Ledger, commands.Config{Logger: cfg.Logger, Now: cfg.Now}); err != nil {
 		return fail(err)
 	}
+	if err := projections.EnsureDeviceBriefs(p.State); err != nil {
+		return fail(err)
+	}
 	p.Apps = projections.NewApps(p.Ledger)
 	if p.Devices, err = projections.NewRunner(projections.Devices{}, p.State, p.Ledger, cfg.Logger); err != nil {
 		return fail(err)
