@@ -221,52 +221,57 @@ func broadcastRounds(b *testing.B, p *platform.Platform, c *client.Client, n int
 	cpu0 := cpuTime()
 	for range b.N {
 		base := received.Load()
+		// The acknowledgements are watched on a ledger subscription: each
+		// event is read once, as soon as it is committed.
+		last, err := p.Ledger.LastPosition(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sub, err := p.Ledger.Subscribe(ctx, last, ledger.Filter{StreamPrefixes: []string{message.StreamPrefix}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		reached := make(chan time.Time, 1)
+		go func() {
+			for received.Load() < base+int64(n) {
+				time.Sleep(200 * time.Microsecond) // polling the devices' counter
+			}
+			reached <- time.Now()
+		}()
 		start := time.Now()
 		var out api.AcceptedResponse
 		if err := c.Do(ctx, http.MethodPost, "/v1/messages", nil, api.MessageRequest{
 			Audience: message.Audience{Broadcast: true}, Notification: &message.Notification{Title: "all"}}, &out); err != nil {
 			b.Fatal(err)
 		}
-		id := out.MessageIDs[0]
-		reached := false
-		// The ledger is read from where the last look ended: only the
-		// new events are decoded, so that the polling costs the
-		// platform (which shares the cores) little.
+		stream := message.Stream(out.MessageIDs[0])
 		delivered := map[string]bool{}
-		var from uint64
-		for {
-			if !reached && received.Load() >= base+int64(n) {
-				reached = true
-				toDevices += time.Since(start)
-			}
-			evs, err := p.Ledger.ReadStream(ctx, "message-"+id, ledger.Forwards, from, 1000)
+		for len(delivered) < n {
+			evs, err := sub.Recv(ctx)
 			if err != nil {
 				b.Fatal(err)
 			}
 			for _, e := range evs {
-				from = e.Revision + 1
-				switch e.Type {
-				case message.TypeDeliveredBatch, message.TypeDelivered:
-					ev, err := message.Decode(e.Type, e.Data)
-					if err != nil {
-						b.Fatal(err)
+				if e.Stream != stream || (e.Type != message.TypeDeliveredBatch && e.Type != message.TypeDelivered) {
+					continue
+				}
+				ev, err := message.Decode(e.Type, e.Data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				switch ev := ev.(type) {
+				case message.DeliveredBatch:
+					for _, d := range ev.DeviceIDs {
+						delivered[d] = true
 					}
-					switch ev := ev.(type) {
-					case message.DeliveredBatch:
-						for _, d := range ev.DeviceIDs {
-							delivered[d] = true
-						}
-					case message.Delivered:
-						delivered[ev.DeviceID] = true
-					}
+				case message.Delivered:
+					delivered[ev.DeviceID] = true
 				}
 			}
-			if reached && len(delivered) >= n {
-				break
-			}
-			time.Sleep(2 * time.Millisecond)
 		}
 		total += time.Since(start)
+		toDevices += (<-reached).Sub(start)
+		sub.Close()
 	}
 	// Time until every device had the push, and until the ledger held
 	// every acknowledgement (s/broadcast).
