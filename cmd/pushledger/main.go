@@ -180,7 +180,7 @@ func serveCmd() *cobra.Command {
 // in fdatasync, outside the network poller, so with one P per core the
 // other goroutines often had one core fewer than the machine. Measured on
 // 2 cores (docs/operations.md): unicast through the gateway at 2,000/s,
-// p99 12-24 ms with 2 Ps, 7-8 ms with 4, at less CPU.
+// ledger on disk, p99 29-33 ms with 2 Ps, 14-15 ms with 4.
 func setProcs(log *slog.Logger) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return

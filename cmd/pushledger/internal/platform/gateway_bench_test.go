@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,7 +28,24 @@ import (
 var (
 	gwDevices = flag.Int("gw.devices", 1000, "BenchmarkGateway: connected devices (Go SDK clients in this process)")
 	gwRate    = flag.Int("gw.rate", 2000, "BenchmarkGateway/unicast: messages submitted per second")
+	// The devices' SDKs fsync their dedup store at every push: on the
+	// server's disk, 2,000 device fsyncs a second would compete with the
+	// ledger's, which real devices do not.
+	gwDeviceStore = flag.String("gw.device-store", "", "BenchmarkGateway: directory of the device SDKs' stores (default: the test's temporary directory; /dev/shm keeps their fsyncs off the server's disk)")
 )
+
+// deviceStoreDir is a new directory for one device SDK's store.
+func deviceStoreDir(b *testing.B) string {
+	if *gwDeviceStore == "" {
+		return b.TempDir()
+	}
+	dir, err := os.MkdirTemp(*gwDeviceStore, "pushledger-device-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
 
 // benchPlatform starts the embedded platform with the gateway on a free
 // port, an app delivering through it, and n devices connected through the
@@ -51,7 +69,7 @@ func benchPlatform(b *testing.B, n int, onPush func(device int, p gwclient.Push,
 			b.Fatal(err)
 		}
 		sdk, err := gwclient.New(gwclient.Config{Addr: acc.Addr, AppKey: app.AppKey, DeviceID: id, Credential: acc.Credential,
-			ServerKey: acc.ServerKey, StoreDir: b.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+			ServerKey: acc.ServerKey, StoreDir: deviceStoreDir(b), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 			gwclient.HandlerFunc(func(_ context.Context, push gwclient.Push) error { onPush(i, push, time.Now()); return nil }))
 		if err != nil {
 			b.Fatal(err)
