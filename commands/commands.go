@@ -318,7 +318,7 @@ var ErrStale = errors.New("commands: state is stale")
 // deciding from the same revision only one can, say, start attempt n.
 // A command with nothing to do is skipped; m is not changed.
 func (h *Handler) MessageAt(ctx context.Context, id string, m *message.Message, rev int64, cmds ...message.Command) (message.Message, Result, error) {
-	s := *m
+	s := m.Clone() // deciding must not change the caller's message
 	stream := message.Stream(id)
 	now := h.cfg.Now()
 	var evs []message.Event

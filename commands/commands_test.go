@@ -929,3 +929,44 @@ func TestClosedLedger(t *testing.T) {
 		t.Fatalf("LoadApp on a closed ledger: %v", err)
 	}
 }
+
+// TestMessageAtLeavesTheCallersMessage: MessageAt decides and evolves a
+// copy; the caller's message, maps included, is as it was whether the
+// append succeeds or fails.
+func TestMessageAtLeavesTheCallersMessage(t *testing.T) {
+	ctx := context.Background()
+	h := newHandler(t, openLedger(t), commands.Config{})
+	if _, _, err := h.AcceptMessage(ctx, acceptCmd("m1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.Message(ctx, "m1", message.StartAttempt{Channel: "gateway"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := h.Message(ctx, "m1", message.RecordSent{Attempt: 1, Channel: "gateway"}); err != nil {
+		t.Fatal(err)
+	}
+	m, ok, err := h.LoadMessage(ctx, "m1")
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	rec := func(id string) message.Command {
+		return message.RecordDeliveries{DeviceIDs: []string{id}, Channel: "gateway"}
+	}
+	m1, res, err := h.MessageAt(ctx, "m1", &m, int64(m.Version-1), rec("d0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m1.Delivered["d0"]; !ok {
+		t.Fatalf("returned message without d0: %+v", m1.Delivered)
+	}
+	if _, ok := m.Delivered["d0"]; ok {
+		t.Fatal("the caller's message got d0")
+	}
+	// From a stale revision: refused, and m1 untouched.
+	if _, _, err := h.MessageAt(ctx, "m1", &m1, res.Revision-1, rec("d1")); !errors.Is(err, commands.ErrStale) {
+		t.Fatalf("stale MessageAt: %v, want ErrStale", err)
+	}
+	if _, ok := m1.Delivered["d1"]; ok {
+		t.Fatal("a refused MessageAt changed the caller's message")
+	}
+}

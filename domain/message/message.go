@@ -3,6 +3,7 @@ package message
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -96,6 +97,15 @@ type Message struct {
 	Delivered map[string]time.Time
 	Opened    map[string]time.Time
 	Version   int // number of events folded
+}
+
+// Clone returns a copy of m that shares nothing Evolve changes: folding
+// events into the copy leaves m as it was.
+func (m *Message) Clone() Message {
+	c := *m
+	c.Delivered = maps.Clone(m.Delivered)
+	c.Opened = maps.Clone(m.Opened)
+	return c
 }
 
 // Terminal reports whether no further sending will happen: delivered,
