@@ -2,10 +2,14 @@ package gatewaych_test
 
 import (
 	"context"
+	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pushledger/pushledger/adapters/channels"
 	gatewaych "github.com/pushledger/pushledger/adapters/channels/gateway"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/app"
@@ -25,6 +29,86 @@ type noDevices struct{}
 func (noDevices) Active(string, func(projections.DeviceBrief) bool) error { return nil }
 func (noDevices) Device(string, string) (projections.DeviceView, error) {
 	return projections.DeviceView{}, projections.ErrNotFound
+}
+
+// someDevices is a registry of active devices (by id).
+type someDevices struct {
+	noDevices
+	active map[string]projections.DeviceBrief
+}
+
+func (d *someDevices) Active(_ string, fn func(projections.DeviceBrief) bool) error {
+	for _, id := range slices.Sorted(maps.Keys(d.active)) {
+		if !fn(d.active[id]) {
+			break
+		}
+	}
+	return nil
+}
+
+// somePusher has some devices online and records what it pushed.
+type somePusher struct {
+	online map[string]bool
+	pushed []string
+}
+
+func (p *somePusher) Push(_, device string, _ wire.MessageID, _ wire.PushFlags, _ []byte) (bool, error) {
+	if !p.online[device] {
+		return false, nil
+	}
+	p.pushed = append(p.pushed, device)
+	return true, nil
+}
+
+// TestBroadcastReachesTheOnlineDevices: a broadcast is pushed at once to
+// every online device that is active and not blacklisted (by id or by
+// group); a logged-out device still connected does not get it.
+func TestBroadcastReachesTheOnlineDevices(t *testing.T) {
+	a := &app.App{ID: "app1", Key: "key1", Blacklist: map[string]map[string]struct{}{
+		app.KindDevice: {"d03": {}}, app.KindGroup: {"banned": {}}}}
+	for _, tc := range []struct {
+		name   string
+		online int // d00 .. online-1, plus "gone" (logged out, still connected)
+	}{
+		{"few online", 10},
+		{"many online", 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			devs := &someDevices{active: map[string]projections.DeviceBrief{}}
+			pusher := &somePusher{online: map[string]bool{"gone": true}}
+			var want []string
+			for i := range 100 {
+				id := fmt.Sprintf("d%02d", i)
+				b := projections.DeviceBrief{DeviceID: id, Active: true}
+				if i == 5 {
+					b.Tags = []string{"banned"}
+				}
+				devs.active[id] = b
+				if i < tc.online {
+					pusher.online[id] = true
+					if i != 3 && i != 5 {
+						want = append(want, id)
+					}
+				}
+			}
+			ch, err := gatewaych.New(gatewaych.Config{Outbox: newOutbox(t), Apps: oneApp{a}, Devices: devs, Recorder: &recorder{cmds: map[string][]message.Command{}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ch.SetServer(pusher)
+			res, err := ch.Send(context.Background(), channels.Push{MessageID: id(9).String(), AppID: "app1", Title: "all"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(pusher.pushed)
+			if !slices.Equal(pusher.pushed, want) {
+				t.Fatalf("pushed to %v\nwant %v", pusher.pushed, want)
+			}
+			if res.Accepted != 98 {
+				t.Fatalf("accepted %d, want 98: the active devices but the blacklisted", res.Accepted)
+			}
+		})
+	}
 }
 
 // recorder keeps the commands the channel records, per message.

@@ -28,6 +28,7 @@ import (
 var (
 	gwDevices = flag.Int("gw.devices", 1000, "BenchmarkGateway: connected devices (Go SDK clients in this process)")
 	gwRate    = flag.Int("gw.rate", 2000, "BenchmarkGateway/unicast: messages submitted per second")
+	gwOffline = flag.Int("gw.offline", 0, "BenchmarkGateway/broadcast-raw: devices registered besides the connected ones, never connected")
 	// The devices' SDKs fsync their dedup store at every push: on the
 	// server's disk, 2,000 device fsyncs a second would compete with the
 	// ledger's, which real devices do not.
@@ -348,6 +349,22 @@ func rawDevices(b *testing.B, n int, received *atomic.Int64) (*platform.Platform
 	for p.Gateway.Stats().Online < int64(n) {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Devices that never connect: a broadcast is kept for them in the
+	// outbox, and only the online ones get it at once.
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < *gwOffline; i += 16 {
+				if err := c.Do(ctx, http.MethodPut, fmt.Sprintf("/v1/devices/off%d", i), nil, api.DeviceRequest{Platform: "android"}, nil); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 	b.Cleanup(func() {
 		for _, conn := range conns {
 			conn.Close()
