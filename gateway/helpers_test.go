@@ -173,25 +173,17 @@ func (r *recorder) lastConnect() connectEvent {
 }
 
 // ackCount counts the acknowledgements of id.
-func (r *recorder) ackCount(id wire.MessageID) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.acks {
-		for _, x := range e.ids {
-			if x == id {
-				n++
-			}
-		}
-	}
-	return n
-}
+func (r *recorder) ackCount(id wire.MessageID) int { return r.count(&r.acks, id) }
 
-func (r *recorder) openedCount(id wire.MessageID) int {
+// openedCount counts the opens of id.
+func (r *recorder) openedCount(id wire.MessageID) int { return r.count(&r.opened, id) }
+
+// count counts id in the events of evs (r.acks or r.opened).
+func (r *recorder) count(evs *[]idsEvent, id wire.MessageID) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
-	for _, e := range r.opened {
+	for _, e := range *evs {
 		for _, x := range e.ids {
 			if x == id {
 				n++
