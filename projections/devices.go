@@ -86,37 +86,42 @@ func appendBrief(dst []byte, v *DeviceView) []byte {
 
 // decodeBrief decodes appendBrief's encoding into b.
 func decodeBrief(v []byte, b *DeviceBrief) error {
-	str := func() (string, bool) {
+	errCorrupt := errors.New("corrupt device brief")
+	uvarint := func() (uint64, error) {
 		n, k := binary.Uvarint(v)
-		if k <= 0 || uint64(len(v)-k) < n {
-			return "", false
+		if k <= 0 || n > uint64(len(v)-k) { // a count or length never exceeds what follows
+			return 0, errCorrupt
 		}
-		s := string(v[k : k+int(n)])
-		v = v[k+int(n):]
-		return s, true
+		v = v[k:]
+		return n, nil
 	}
-	var ok bool
-	if b.Alias, ok = str(); !ok {
-		return errors.New("corrupt device brief")
+	str := func() (string, error) {
+		n, err := uvarint()
+		if err != nil {
+			return "", err
+		}
+		s := string(v[:n])
+		v = v[n:]
+		return s, nil
 	}
-	n, k := binary.Uvarint(v)
-	if k <= 0 || n > uint64(len(v)) {
-		return errors.New("corrupt device brief")
+	var err error
+	if b.Alias, err = str(); err != nil {
+		return err
 	}
-	v = v[k:]
+	n, err := uvarint()
+	if err != nil {
+		return err
+	}
 	b.Tags = nil
-	if n > 0 {
-		b.Tags = make([]string, 0, n)
-	}
 	for range n {
-		t, ok := str()
-		if !ok {
-			return errors.New("corrupt device brief")
+		t, err := str()
+		if err != nil {
+			return err
 		}
 		b.Tags = append(b.Tags, t)
 	}
 	if len(v) != 0 {
-		return errors.New("corrupt device brief")
+		return errCorrupt
 	}
 	return nil
 }
