@@ -479,13 +479,15 @@ func (r *Runner) behind(pos uint64) bool {
 	return false
 }
 
-// handleBatch decides, once each, about the messages of the batch in the
-// partitions held, then writes their wake-up times and moves every held
-// partition's checkpoint past the batch.
 // checkpointEvery bounds how long the durable checkpoint of a partition
 // with no new events lags behind.
 const checkpointEvery = time.Second
 
+// handleBatch decides, once each, about the messages of the batch in the
+// partitions held, then writes their wake-up times and moves every held
+// partition's checkpoint past the batch: in memory, and in the store for
+// the partitions the batch had events of (the others every
+// checkpointEvery).
 func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) error {
 	if len(evs) == 0 {
 		return nil
