@@ -57,6 +57,8 @@ func (l syncedLog) Apply(b *pebble.Batch) (func() error, error) {
 	return b.SyncWait, nil
 }
 
+// noncePrefix begins with pebbleledger.SidePrefix ('n'): a NonceLog beside
+// the ledger keeps them in the key space the ledger leaves alone.
 const noncePrefix = "nn\x00"
 
 // nonceKey sorts by expiry, so expired nonces are one range to delete.
