@@ -10,7 +10,6 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/message"
@@ -69,8 +68,8 @@ func (s *Server) postResend(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := progressOf(evs)
-	if err != nil {
+	var p policy.Progress
+	if err := commands.FoldProgress(&p, evs); err != nil {
 		return err
 	}
 	a, ok := s.deps.Apps.ByID(st.AppID)
@@ -216,8 +215,8 @@ func (s *Server) getMessageDevice(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := progressOf(evs)
-	if err != nil {
+	var p policy.Progress
+	if err := commands.FoldProgress(&p, evs); err != nil {
 		return err
 	}
 	m := &p.Message
@@ -230,20 +229,4 @@ func (s *Server) getMessageDevice(c echo.Context) error {
 		out.OpenedAt = &at
 	}
 	return c.JSON(http.StatusOK, out)
-}
-
-// progressOf folds a message's events: its state and its delivery
-// progress.
-func progressOf(evs []ledger.RecordedEvent) (policy.Progress, error) {
-	var p policy.Progress
-	for _, re := range evs {
-		e, err := message.Decode(re.Type, re.Data)
-		if err != nil {
-			return p, err
-		}
-		if err := p.Apply(e); err != nil {
-			return p, err
-		}
-	}
-	return p, nil
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/device"
 	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/policy"
 	"github.com/pushledger/pushledger/domain/settings"
 )
 
@@ -358,6 +359,21 @@ func (h *Handler) MessageAt(ctx context.Context, id string, m *message.Message, 
 		return *m, Result{}, fmt.Errorf("append %s: %w", stream, err)
 	}
 	return s, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
+}
+
+// FoldProgress folds recorded message events, in order, into p: the
+// delivery policy's view of the message (its state and attempt history).
+func FoldProgress(p *policy.Progress, evs []ledger.RecordedEvent) error {
+	for _, re := range evs {
+		e, err := message.Decode(re.Type, re.Data)
+		if err == nil {
+			err = p.Apply(e)
+		}
+		if err != nil {
+			return fmt.Errorf("%s@%d: %w", re.Stream, re.Revision, err)
+		}
+	}
+	return nil
 }
 
 // Now is the handler's clock.

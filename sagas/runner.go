@@ -818,14 +818,8 @@ func (r *Runner) apply(ctx context.Context, id string, p policy.Progress, rev in
 	if err != nil {
 		return p, rev, err
 	}
-	for _, re := range res.Events {
-		e, err := message.Decode(re.Type, re.Data)
-		if err != nil {
-			return p, rev, err
-		}
-		if err := p.Apply(e); err != nil {
-			return p, rev, err
-		}
+	if err := commands.FoldProgress(&p, res.Events); err != nil {
+		return p, rev, err
 	}
 	return p, res.Revision, nil
 }
@@ -841,18 +835,11 @@ func (r *Runner) load(ctx context.Context, id string) (p policy.Progress, rev in
 	if err != nil {
 		return p, rev, 0, err
 	}
-	for _, re := range evs {
-		e, err := message.Decode(re.Type, re.Data)
-		if err != nil {
-			return p, rev, 0, fmt.Errorf("message %s@%d: %w", id, re.Revision, err)
-		}
-		if err := p.Apply(e); err != nil {
-			return p, rev, 0, fmt.Errorf("message %s@%d: %w", id, re.Revision, err)
-		}
-		rev = int64(re.Revision)
+	if err := commands.FoldProgress(&p, evs); err != nil {
+		return p, rev, 0, err
 	}
 	if len(evs) > 0 {
-		first = evs[0].Position
+		rev, first = int64(evs[len(evs)-1].Revision), evs[0].Position
 	}
 	return p, rev, first, nil
 }
