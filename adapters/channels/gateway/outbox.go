@@ -135,8 +135,8 @@ func (o *Outbox) put(w projections.Writer, prefix, idx []byte, e Entry) error {
 }
 
 // Pending calls fn for every live push waiting for device of app: its own,
-// oldest first, then the broadcasts it has not acknowledged, oldest first.
-// Expired entries are removed on the way, and the oldest beyond
+// oldest first, then the live broadcasts it has not acknowledged, oldest
+// first. Its expired pushes are removed on the way, and the oldest beyond
 // MaxPerDevice are dropped.
 func (o *Outbox) Pending(app, device string, now time.Time, fn func(Entry) bool) error {
 	var own, bcast []Entry
@@ -160,16 +160,13 @@ func (o *Outbox) Pending(app, device string, now time.Time, fn func(Entry) bool)
 		}
 		own = own[extra:]
 	}
+	// Expired broadcasts are skipped here and removed by Sweep, with their
+	// acknowledgements: they are the app's, not this device's.
 	bprefix := key("gwb", app)
-	var ended [][]byte
-	err = o.store.Scan(bprefix, projections.PrefixEnd(bprefix), false, func(k, v []byte) bool {
-		e, err := decodeEntry(v)
-		if err != nil || e.expired(now) {
-			stale = append(stale, append([]byte(nil), k...), append(key("gwy", app), v[:min(16, len(v))]...))
-			ended = append(ended, ackPrefix(app, v[:min(16, len(v))]))
-			return true
+	err = o.store.Scan(bprefix, projections.PrefixEnd(bprefix), false, func(_, v []byte) bool {
+		if e, err := decodeEntry(v); err == nil && !e.expired(now) {
+			bcast = append(bcast, e)
 		}
-		bcast = append(bcast, e)
 		return true
 	})
 	if err != nil {
@@ -184,11 +181,6 @@ func (o *Outbox) Pending(app, device string, now time.Time, fn func(Entry) bool)
 			}
 			return nil
 		}); err != nil {
-			return err
-		}
-	}
-	for _, p := range ended { // the acknowledgements of ended broadcasts
-		if err := o.store.DeletePrefix(p); err != nil {
 			return err
 		}
 	}
