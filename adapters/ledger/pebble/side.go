@@ -49,7 +49,7 @@ func (x Side) Apply(b *pebble.Batch) (wait func() error, err error) {
 	// WAL, so its fsync covers b.
 	mark := s.applying.Load()
 	return func() error {
-		if s.synced.Load() > mark {
+		if s.commits.Load() > mark {
 			return nil
 		}
 		if err := s.failure(); err != nil {

@@ -48,8 +48,8 @@ func TestSidePowerLoss(t *testing.T) {
 						t.Error(err)
 						return
 					}
-					if s.synced.Load() <= 0 {
-						t.Error("an acknowledged append left synced at 0")
+					if s.commits.Load() <= 0 {
+						t.Error("an acknowledged append left commits at 0")
 					}
 				}
 				if err := wait(); err != nil {

@@ -163,12 +163,11 @@ type Store struct {
 	ops     sync.WaitGroup
 	closing chan struct{}
 
-	// commits counts the synced commits (group commits) made.
-	commits atomic.Uint64
-	// applying counts the batches the writer has begun to apply; synced is
-	// the number of the last one whose fsync completed (see Side).
+	// applying counts the batches the writer has begun to apply; commits
+	// those whose fsync completed. Both count in the same order, so batch n
+	// is durable once commits reaches n (see Side).
 	applying atomic.Uint64
-	synced   atomic.Uint64
+	commits  atomic.Uint64
 	// failed is the first failure of a commit: the store refuses further
 	// appends.
 	failed atomic.Pointer[error]
@@ -562,7 +561,6 @@ func (w *writer) run() {
 // pos and answers the appends. b is nil for a batch with nothing to write.
 type flight struct {
 	b       *pebble.Batch
-	num     uint64 // its number in Store.applying
 	pos     uint64
 	pending []*appendReq
 	resps   []appendResp
@@ -583,7 +581,6 @@ func (w *writer) syncer(done chan<- struct{}) {
 				s.fail(fmt.Errorf("pebbleledger: commit (the store refuses further appends): %w", err))
 			} else if s.failure() == nil {
 				s.commits.Add(1)
-				s.synced.Store(f.num)
 				old := s.tip.Load()
 				s.tip.Store(&tip{pos: f.pos, changed: make(chan struct{})})
 				close(old.changed)
@@ -668,7 +665,7 @@ func (w *writer) commit() {
 	clear(w.heads)
 	clear(w.ids)
 	if staged > 0 && failed == nil {
-		f.num = s.applying.Add(1)
+		s.applying.Add(1)
 		if err := s.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
 			s.fail(fmt.Errorf("pebbleledger: commit (the store refuses further appends): %w", err))
 		} else {
