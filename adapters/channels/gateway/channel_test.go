@@ -46,9 +46,11 @@ func (d *someDevices) Active(_ string, fn func(projections.DeviceBrief) bool) er
 	return nil
 }
 
-// somePusher has some devices online and records what it pushed.
+// somePusher has some devices online and records what it pushed. Safe
+// for concurrent use (a broadcast pushes from several goroutines).
 type somePusher struct {
 	online map[string]bool
+	mu     sync.Mutex
 	pushed []string
 }
 
@@ -56,6 +58,8 @@ func (p *somePusher) Push(_, device string, _ wire.MessageID, _ wire.PushFlags, 
 	if !p.online[device] {
 		return false, nil
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.pushed = append(p.pushed, device)
 	return true, nil
 }
