@@ -42,7 +42,15 @@ type Config struct {
 type Handler struct {
 	store ledger.Store
 	cfg   Config
+	// messages holds the recently used messages' states: a message is
+	// changed several times within seconds (attempts, results,
+	// acknowledgements, a broadcast's batches of them), and its stream
+	// grows with each.
+	messages *Cache[message.Message]
 }
+
+// messageCacheSize bounds the messages a Handler keeps folded.
+const messageCacheSize = 4096
 
 // New returns a Handler writing to store.
 func New(store ledger.Store, cfg Config) (*Handler, error) {
@@ -58,7 +66,7 @@ func New(store ledger.Store, cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Handler{store: store, cfg: cfg}, nil
+	return &Handler{store: store, cfg: cfg, messages: NewCache[message.Message](messageCacheSize)}, nil
 }
 
 // Result of a command.
@@ -76,10 +84,13 @@ type Result struct {
 type aggregate[S any, E interface{ EventType() string }] struct {
 	decode func(string, []byte) (E, error)
 	evolve func(*S, E) error
+	// clone copies a state so that evolving the copy leaves it as it was;
+	// nil for aggregates that are not cached.
+	clone func(*S) S
 }
 
 var (
-	messages = aggregate[message.Message, message.Event]{decode: message.Decode, evolve: (*message.Message).Evolve}
+	messages = aggregate[message.Message, message.Event]{decode: message.Decode, evolve: (*message.Message).Evolve, clone: (*message.Message).Clone}
 	devices  = aggregate[device.Device, device.Event]{decode: device.Decode, evolve: (*device.Device).Evolve}
 	apps     = aggregate[app.App, app.Event]{decode: app.Decode, evolve: (*app.App).Evolve}
 	settingz = aggregate[settings.Settings, settings.Event]{decode: settings.Decode, evolve: (*settings.Settings).Evolve}
@@ -87,9 +98,31 @@ var (
 
 // load folds a stream. rev is -1 when the stream has no events.
 func load[S any, E interface{ EventType() string }](ctx context.Context, st ledger.Store, agg aggregate[S, E], stream string) (s S, rev int64, err error) {
-	rev = -1
-	evs, err := st.ReadStream(ctx, stream, ledger.Forwards, 0, 0)
-	if errors.Is(err, ledger.ErrStreamNotFound) {
+	return fold(ctx, st, agg, stream, s, -1)
+}
+
+// loadCached is load through cache (nil: none): a cached state is taken
+// and only the events after its revision are read. The caller owns the
+// state and puts it back (remember).
+func loadCached[S any, E interface{ EventType() string }](ctx context.Context, st ledger.Store, agg aggregate[S, E], c *Cache[S], stream string) (s S, rev int64, err error) {
+	if e, ok := c.Take(stream); ok {
+		return fold(ctx, st, agg, stream, e.State, e.Rev)
+	}
+	return load(ctx, st, agg, stream)
+}
+
+// remember puts a copy of s, the stream's state at rev, in cache c.
+func remember[S any, E interface{ EventType() string }](c *Cache[S], agg aggregate[S, E], stream string, s *S, rev int64) {
+	if c != nil && rev >= 0 {
+		c.Put(stream, Cached[S]{State: agg.clone(s), Rev: rev})
+	}
+}
+
+// fold reads the stream's events after revision rev and folds them into s
+// (the state at rev; the zero state at -1).
+func fold[S any, E interface{ EventType() string }](ctx context.Context, st ledger.Store, agg aggregate[S, E], stream string, s S, rev int64) (S, int64, error) {
+	evs, err := st.ReadStream(ctx, stream, ledger.Forwards, uint64(rev+1), 0)
+	if errors.Is(err, ledger.ErrStreamNotFound) && rev < 0 {
 		return s, rev, nil
 	}
 	if err != nil {
@@ -110,14 +143,20 @@ func load[S any, E interface{ EventType() string }](ctx context.Context, st ledg
 
 // execute is the write loop: load, decide, append at the expected revision,
 // retry on conflict. decide must be pure: it is called again on a retry.
-func execute[S any, E interface{ EventType() string }](ctx context.Context, h *Handler, agg aggregate[S, E], stream string, decide func(*S, time.Time) ([]E, error)) (S, Result, error) {
+//
+// With a cache (c, nil for none), the state is loaded through it and put
+// back after a decision that appended nothing or whose append succeeded.
+func execute[S any, E interface{ EventType() string }](ctx context.Context, h *Handler, agg aggregate[S, E], c *Cache[S], stream string, decide func(*S, time.Time) ([]E, error)) (S, Result, error) {
 	for attempt := 0; ; attempt++ {
-		s, rev, err := load(ctx, h.store, agg, stream)
+		s, rev, err := loadCached(ctx, h.store, agg, c, stream)
 		if err != nil {
 			return s, Result{}, err
 		}
 		evs, err := decide(&s, h.cfg.Now())
 		if err != nil || len(evs) == 0 {
+			if err == nil {
+				remember(c, agg, stream, &s, rev)
+			}
 			return s, Result{Revision: rev}, err
 		}
 		data, err := encode(stream, rev, evs)
@@ -143,6 +182,7 @@ func execute[S any, E interface{ EventType() string }](ctx context.Context, h *H
 				return s, Result{}, fmt.Errorf("evolve %s: %w", stream, err)
 			}
 		}
+		remember(c, agg, stream, &s, int64(res.NextExpectedRevision))
 		return s, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
 	}
 }
@@ -209,20 +249,24 @@ func recorded(stream string, res ledger.AppendResult, data []ledger.EventData) [
 
 // Message executes cmd on message id.
 func (h *Handler) Message(ctx context.Context, id string, cmd message.Command) (message.Message, Result, error) {
-	return execute(ctx, h, messages, message.Stream(id), func(m *message.Message, now time.Time) ([]message.Event, error) {
+	return execute(ctx, h, messages, h.messages, message.Stream(id), func(m *message.Message, now time.Time) ([]message.Event, error) {
 		return message.Decide(m, cmd, now)
 	})
 }
 
 // LoadMessage folds message id; ok is false when it does not exist.
 func (h *Handler) LoadMessage(ctx context.Context, id string) (m message.Message, ok bool, err error) {
-	m, rev, err := load(ctx, h.store, messages, message.Stream(id))
+	stream := message.Stream(id)
+	m, rev, err := loadCached(ctx, h.store, messages, h.messages, stream)
+	if err == nil {
+		remember(h.messages, messages, stream, &m, rev)
+	}
 	return m, rev >= 0, err
 }
 
 // Device executes cmd on device id of app appID.
 func (h *Handler) Device(ctx context.Context, appID, id string, cmd device.Command) (device.Device, Result, error) {
-	return execute(ctx, h, devices, device.Stream(appID, id), func(d *device.Device, now time.Time) ([]device.Event, error) {
+	return execute(ctx, h, devices, nil, device.Stream(appID, id), func(d *device.Device, now time.Time) ([]device.Event, error) {
 		return device.Decide(d, cmd, now)
 	})
 }
@@ -235,7 +279,7 @@ func (h *Handler) LoadDevice(ctx context.Context, appID, id string) (d device.De
 
 // App executes cmd on app id.
 func (h *Handler) App(ctx context.Context, id string, cmd app.Command) (app.App, Result, error) {
-	return execute(ctx, h, apps, app.Stream(id), func(a *app.App, now time.Time) ([]app.Event, error) {
+	return execute(ctx, h, apps, nil, app.Stream(id), func(a *app.App, now time.Time) ([]app.Event, error) {
 		return app.Decide(a, cmd, now)
 	})
 }
@@ -248,7 +292,7 @@ func (h *Handler) LoadApp(ctx context.Context, id string) (a app.App, ok bool, e
 
 // Settings executes cmd on the platform's delivery settings.
 func (h *Handler) Settings(ctx context.Context, cmd settings.SetDeliveryPolicy) (settings.Settings, Result, error) {
-	return execute(ctx, h, settingz, settings.Stream, func(s *settings.Settings, now time.Time) ([]settings.Event, error) {
+	return execute(ctx, h, settingz, nil, settings.Stream, func(s *settings.Settings, now time.Time) ([]settings.Event, error) {
 		return settings.Decide(s, cmd, now)
 	})
 }
@@ -302,6 +346,7 @@ func (h *Handler) AppendAccept(ctx context.Context, id string, evs []message.Eve
 			return m, Result{}, err
 		}
 	}
+	remember(h.messages, messages, stream, &m, int64(res.NextExpectedRevision))
 	return m, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
 }
 
@@ -358,6 +403,7 @@ func (h *Handler) MessageAt(ctx context.Context, id string, m *message.Message, 
 	if err != nil {
 		return *m, Result{}, fmt.Errorf("append %s: %w", stream, err)
 	}
+	remember(h.messages, messages, stream, &s, int64(res.NextExpectedRevision))
 	return s, Result{Events: recorded(stream, res, data), Position: res.Position, Revision: int64(res.NextExpectedRevision)}, nil
 }
 

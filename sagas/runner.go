@@ -129,6 +129,10 @@ type Runner struct {
 	nudge   chan struct{}
 	changed chan struct{}
 
+	// known holds the progress of messages decided recently, so that a
+	// decision reads only the events appended since (see load).
+	known *commands.Cache[progressAt]
+
 	stripes  [512]sync.Mutex
 	sendSem  chan struct{}
 	pending  atomic.Int64
@@ -196,7 +200,7 @@ func NewRunner(cfg Config, l ledger.Store, cmd *commands.Handler, apps Apps, sec
 		policies: policy.NewResolver(cfg.Policy, func(id string, err error) {
 			cfg.Logger.Error("sagas: app policy invalid; using the defaults", "app", id, "err", err)
 		}),
-		rates: newRates(), owned: map[int]uint64{}, timers: newTimerQueue(), decided: map[string]int64{},
+		rates: newRates(), owned: map[int]uint64{}, timers: newTimerQueue(), decided: map[string]int64{}, known: commands.NewCache[progressAt](progressCacheSize),
 		nudge: make(chan struct{}, 1), changed: make(chan struct{}, 1),
 		sendSem: make(chan struct{}, cfg.Senders), room: make(chan struct{}, 1),
 	}, nil
@@ -686,6 +690,14 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 	if err != nil || rev < 0 {
 		return op, nil, err
 	}
+	// The progress decided from goes back to the cache when the decision
+	// ends without an error: at rev, it is the stream's state (apply folds
+	// only what was appended).
+	defer func() {
+		if err == nil {
+			r.known.Put(id, commands.Cached[progressAt]{State: progressAt{p: p, first: first}, Rev: rev})
+		}
+	}()
 	a, ok := r.apps.ByID(p.Message.AppID)
 	if !ok {
 		// The directory may not have caught up with the app's creation,
@@ -824,9 +836,35 @@ func (r *Runner) apply(ctx context.Context, id string, p policy.Progress, rev in
 	return p, res.Revision, nil
 }
 
+// progressCacheSize bounds the messages whose progress a runner keeps.
+const progressCacheSize = 4096
+
+// progressAt is a message's folded progress; first is the position of its
+// first event.
+type progressAt struct {
+	p     policy.Progress
+	first uint64
+}
+
 // load folds message id's stream; rev is -1 when it does not exist, first
-// the position of its first event.
+// the position of its first event. A message decided recently is taken out
+// of the cache (the caller, holding the message's stripe, puts it back) and
+// only the events appended since (by other writers: acknowledgements,
+// cancels, another runner) are read and folded.
 func (r *Runner) load(ctx context.Context, id string) (p policy.Progress, rev int64, first uint64, err error) {
+	if c, ok := r.known.Take(id); ok {
+		evs, err := r.ledger.ReadStream(ctx, message.Stream(id), ledger.Forwards, uint64(c.Rev+1), 0)
+		if err != nil {
+			return p, -1, 0, err
+		}
+		if err := commands.FoldProgress(&c.State.p, evs); err != nil {
+			return p, -1, 0, err
+		}
+		if len(evs) > 0 {
+			c.Rev = int64(evs[len(evs)-1].Revision)
+		}
+		return c.State.p, c.Rev, c.State.first, nil
+	}
 	rev = -1
 	evs, err := r.ledger.ReadStream(ctx, message.Stream(id), ledger.Forwards, 0, 0)
 	if errors.Is(err, ledger.ErrStreamNotFound) {
