@@ -80,12 +80,17 @@ type Channel struct {
 	mu    sync.Mutex
 	acked map[string]map[string][]wire.MessageID // app key -> device -> acknowledged ids
 	opens []open
-	// waiting is signalled when acknowledgements begin to wait; lastAck is
-	// when the last one came (Unix ns).
-	waiting chan struct{}
-	lastAck atomic.Int64
+	// waiting is signalled when acknowledgements begin to wait; firstAck
+	// is when the first of them came, lastAck when the last one did (Unix
+	// ns).
+	waiting           chan struct{}
+	firstAck, lastAck atomic.Int64
 
 	work chan func()
+	// removals carries recorded acknowledgements (app key -> device ->
+	// ids) to the goroutine that drops their pushes from the outbox, so
+	// that the next acknowledgements are recorded without waiting for it.
+	removals chan map[string]map[string][]wire.MessageID
 }
 
 type open struct{ message, device string }
@@ -109,7 +114,7 @@ func New(cfg Config) (*Channel, error) {
 		cfg.Logger = slog.Default()
 	}
 	return &Channel{cfg: cfg, acked: map[string]map[string][]wire.MessageID{},
-		waiting: make(chan struct{}, 1), work: make(chan func(), 4096)}, nil
+		waiting: make(chan struct{}, 1), work: make(chan func(), 4096), removals: make(chan map[string]map[string][]wire.MessageID, 16)}, nil
 }
 
 // SetServer attaches the gateway server pushes go through.
@@ -242,9 +247,13 @@ func (c *Channel) OnOpened(conn gateway.Conn, ids []wire.MessageID) { c.note(con
 
 // note gathers acknowledgements (and opens) for Run to record.
 func (c *Channel) note(conn gateway.Conn, ids []wire.MessageID, opened bool) {
-	c.lastAck.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastAck.Store(now)
 	c.mu.Lock()
 	first := len(c.acked) == 0 && len(c.opens) == 0
+	if first {
+		c.firstAck.Store(now)
+	}
 	devices := c.acked[conn.AppKey]
 	if devices == nil {
 		devices = map[string][]wire.MessageID{}
@@ -316,24 +325,38 @@ func (c *Channel) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	removed := make(chan struct{})
+	go func() {
+		defer close(removed)
+		for acked := range c.removals {
+			c.remove(acked)
+		}
+	}()
 	flush := time.NewTimer(time.Hour)
 	flush.Stop()
-	var first time.Time // when the acknowledgements waiting began to
+	// due is when the acknowledgements waiting are to be recorded: once
+	// none has come for QuietInterval, or FlushInterval after the first.
+	// Those that came while a recording ran may be due at once.
+	due := func(now time.Time) time.Duration {
+		quiet := now.Sub(time.Unix(0, c.lastAck.Load()))
+		waited := now.Sub(time.Unix(0, c.firstAck.Load()))
+		return max(0, min(c.cfg.QuietInterval-quiet, c.cfg.FlushInterval-waited))
+	}
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			c.record(context.WithoutCancel(ctx)) // what was acknowledged so far
+			close(c.removals)
+			<-removed
 			wg.Wait()
 			return nil
 		case <-c.waiting:
-			first = time.Now()
-			flush.Reset(c.cfg.QuietInterval)
+			flush.Reset(due(time.Now()))
 		case now := <-flush.C:
-			quiet := now.Sub(time.Unix(0, c.lastAck.Load()))
-			if waited := now.Sub(first); quiet < c.cfg.QuietInterval && waited < c.cfg.FlushInterval {
-				flush.Reset(min(c.cfg.QuietInterval-quiet, c.cfg.FlushInterval-waited))
+			if d := due(now); d > 0 {
+				flush.Reset(d)
 				continue
 			}
 			// Acknowledgements that come meanwhile signal waiting again.
@@ -348,8 +371,11 @@ func (c *Channel) Run(ctx context.Context) error {
 }
 
 // record writes the acknowledgements gathered since the last call: one
-// event per message (message.delivered.v2), then the opens, then drops
-// the acknowledged pushes from the outbox.
+// event per message (message.delivered.v2), then the opens, then hands
+// them to Run's goroutine that drops the acknowledged pushes from the
+// outbox. Should the process stop before it has, a device that reconnects
+// gets such a push again, marked as a redelivery, and acknowledges it
+// again.
 func (c *Channel) record(ctx context.Context) {
 	c.mu.Lock()
 	acked, opens := c.acked, c.opens
@@ -387,6 +413,13 @@ func (c *Channel) record(ctx context.Context) {
 	for _, o := range opens {
 		c.apply(ctx, o.message, message.RecordOpened{DeviceID: o.device, Channel: Name})
 	}
+	if len(acked) > 0 {
+		c.removals <- acked
+	}
+}
+
+// remove drops acknowledged pushes from the outbox.
+func (c *Channel) remove(acked map[string]map[string][]wire.MessageID) {
 	for key, devices := range acked {
 		a, ok := c.cfg.Apps.ByKey(key)
 		if !ok {

@@ -192,3 +192,57 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// blockingRecorder records like recorder, but its first command waits
+// until release is closed.
+type blockingRecorder struct {
+	recorder
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (r *blockingRecorder) Message(ctx context.Context, id string, cmd message.Command) (message.Message, commands.Result, error) {
+	r.once.Do(func() { close(r.entered); <-r.release })
+	return r.recorder.Message(ctx, id, cmd)
+}
+
+// TestAcksWaitingThroughARecordingAreDue: acknowledgements are recorded
+// FlushInterval after they came even when QuietInterval is longer, and
+// FlushInterval counts from when they came, not from when the recording
+// before them ended: one that came while a slow recording ran, and has
+// waited FlushInterval by its end, is recorded right after it.
+func TestAcksWaitingThroughARecordingAreDue(t *testing.T) {
+	rec := &blockingRecorder{recorder: recorder{cmds: map[string][]message.Command{}}, entered: make(chan struct{}), release: make(chan struct{})}
+	a := &app.App{ID: "app1", Key: "key1"}
+	const flush = time.Second
+	ch, err := gatewaych.New(gatewaych.Config{Outbox: newOutbox(t), Apps: oneApp{a}, Devices: noDevices{},
+		Recorder: rec, FlushInterval: flush, QuietInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ch.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	m := id(9)
+	ch.OnAck(gateway.Conn{AppKey: "key1", DeviceID: "d1"}, []wire.MessageID{m})
+	select { // recording d1, FlushInterval after its ack
+	case <-rec.entered:
+	case <-time.After(10 * time.Second):
+		close(rec.release)
+		t.Fatal("d1 not recorded FlushInterval after its ack")
+	}
+	ch.OnAck(gateway.Conn{AppKey: "key1", DeviceID: "d2"}, []wire.MessageID{m})
+	since := time.Now()
+	eventually(t, "d2's ack waited FlushInterval", func() bool { return time.Since(since) > flush })
+	released := time.Now()
+	close(rec.release)
+	eventually(t, "d2 recorded", func() bool { n, _ := rec.devices(m.String()); return n == 2 })
+	// Not another FlushInterval later, counted from the release; half of
+	// it is margin for a slow machine.
+	if took := time.Since(released); took > flush/2 {
+		t.Fatalf("d2 recorded %v after the recording before it ended, want at once", took)
+	}
+}
