@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/panjf2000/ants/v2"
+
 	"github.com/pushledger/pushledger/adapters/channels"
 	"github.com/pushledger/pushledger/adapters/ledger"
 	"github.com/pushledger/pushledger/commands"
@@ -133,11 +135,16 @@ type Runner struct {
 	// decision reads only the events appended since (see load).
 	known *commands.Cache[progressAt]
 
-	stripes  [512]sync.Mutex
-	sendSem  chan struct{}
-	pending  atomic.Int64
-	room     chan struct{}
-	inflight sync.WaitGroup // the send goroutines, which Run waits for
+	stripes [512]sync.Mutex
+	// deciders and senders run decisions and sends on goroutines that
+	// live on between tasks, made by Run: a decision or a send goes deep
+	// into the ledger and the stores, and on a new goroutine the stack
+	// grew (copied) every time.
+	deciders, senders *ants.Pool
+	sendSem           chan struct{}
+	pending           atomic.Int64
+	room              chan struct{}
+	inflight          sync.WaitGroup // the send goroutines, which Run waits for
 
 	decisions, fired, sends atomic.Int64
 }
@@ -236,6 +243,17 @@ func (r *Runner) Stats() Stats {
 func (r *Runner) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A panic in a task is the process's, as on a goroutine of its own.
+	repanic := ants.WithPanicHandler(func(p any) { panic(p) })
+	var err error
+	if r.deciders, err = ants.NewPool(r.cfg.Concurrency, repanic); err != nil {
+		return err
+	}
+	defer r.deciders.Release()
+	if r.senders, err = ants.NewPool(r.cfg.Senders, repanic, ants.WithNonblocking(true)); err != nil {
+		return err
+	}
+	defer r.senders.Release()
 	if err := r.rebalance(ctx); err != nil {
 		return err
 	}
@@ -250,7 +268,6 @@ func (r *Runner) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
@@ -571,13 +588,11 @@ func (r *Runner) decideAll(ctx context.Context, ids []string) ([]wakeOp, error) 
 		return nil, nil
 	}
 	ops := make([]wakeOp, len(ids))
-	sem := make(chan struct{}, r.cfg.Concurrency)
 	var wg sync.WaitGroup
 	for i, id := range ids {
-		sem <- struct{}{}
 		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
+		err := r.deciders.Submit(func() {
+			defer wg.Done()
 			op, err := r.decide(ctx, id, nil)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -586,7 +601,11 @@ func (r *Runner) decideAll(ctx context.Context, ids []string) ([]wakeOp, error) 
 				op = r.retryLater(id)
 			}
 			ops[i] = op
-		}()
+		})
+		if err != nil { // the pool is released: Run is ending
+			wg.Done()
+			ops[i] = r.retryLater(id)
+		}
 	}
 	wg.Wait()
 	return ops, ctx.Err()
@@ -972,47 +991,55 @@ func (r *Runner) job(a *app.App, cfg policy.Config, p *policy.Progress) (sendJob
 }
 
 // startSend sends j in the background, at most Senders at once, and
-// records its result.
+// records its result. The sends beyond Senders wait on goroutines of their
+// own: they must not wait in startSend, which a send's own goroutine calls
+// when its result starts the next attempt.
 func (r *Runner) startSend(ctx context.Context, j sendJob) {
 	r.pending.Add(1)
 	r.inflight.Add(1)
-	go func() {
-		defer r.inflight.Done()
-		defer r.sendDone()
-		select {
-		case r.sendSem <- struct{}{}:
-		case <-ctx.Done():
-			return
+	send := func() { r.send(ctx, j) }
+	if r.senders.Submit(send) != nil {
+		go send()
+	}
+}
+
+// send is startSend's task.
+func (r *Runner) send(ctx context.Context, j sendJob) {
+	defer r.inflight.Done()
+	defer r.sendDone()
+	select {
+	case r.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-r.sendSem }()
+	if r.cfg.Now().After(j.deadline) {
+		// Queued too long: the attempt would time out mid-send. Leave it
+		// to the attempt timeout, which retries it.
+		return
+	}
+	ch, ok := r.channels[j.channel]
+	if !ok {
+		return
+	}
+	r.sends.Add(1)
+	sctx, cancel := context.WithTimeout(ctx, j.timeout)
+	res, err := ch.Send(sctx, j.push)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	r.rates.observe(j.push.AppID, j.channel, err == nil, r.cfg.Now(), j.halfLife)
+	op, derr := r.decide(ctx, j.id, &sendResult{attempt: j.attempt, channel: j.channel, result: res, err: err})
+	if derr != nil {
+		if ctx.Err() == nil {
+			r.cfg.Logger.Error("sagas: record result", "message", j.id, "attempt", j.attempt, "err", derr)
 		}
-		defer func() { <-r.sendSem }()
-		if r.cfg.Now().After(j.deadline) {
-			// Queued too long: the attempt would time out mid-send. Leave it
-			// to the attempt timeout, which retries it.
-			return
-		}
-		ch, ok := r.channels[j.channel]
-		if !ok {
-			return
-		}
-		r.sends.Add(1)
-		sctx, cancel := context.WithTimeout(ctx, j.timeout)
-		res, err := ch.Send(sctx, j.push)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		r.rates.observe(j.push.AppID, j.channel, err == nil, r.cfg.Now(), j.halfLife)
-		op, derr := r.decide(ctx, j.id, &sendResult{attempt: j.attempt, channel: j.channel, result: res, err: err})
-		if derr != nil {
-			if ctx.Err() == nil {
-				r.cfg.Logger.Error("sagas: record result", "message", j.id, "attempt", j.attempt, "err", derr)
-			}
-			op = r.retryLater(j.id)
-		}
-		if err := r.store.Update(func(w projections.Writer) error { return writeWakes(w, r.cfg.Partitions, []wakeOp{op}) }); err != nil {
-			r.cfg.Logger.Error("sagas: write timer", "message", j.id, "err", err)
-		}
-	}()
+		op = r.retryLater(j.id)
+	}
+	if err := r.store.Update(func(w projections.Writer) error { return writeWakes(w, r.cfg.Partitions, []wakeOp{op}) }); err != nil {
+		r.cfg.Logger.Error("sagas: write timer", "message", j.id, "err", err)
+	}
 }
 
 // highWater bounds the sends queued or in flight, in units of Senders,
