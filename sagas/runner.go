@@ -522,7 +522,10 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 		cps[p] = cp
 	}
 	r.mu.Unlock()
-	seen := map[string]bool{}
+	// seen holds each message's events in the batch, which its decision
+	// folds instead of reading them again.
+	seen := map[string][]ledger.RecordedEvent{}
+	deciding := map[string]bool{}
 	var ids []string
 	touched := map[int]bool{}
 	r.mu.Lock()
@@ -530,18 +533,22 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 		id := message.IDFromStream(re.Stream)
 		p := partitionOf(id, r.cfg.Partitions)
 		cp, ok := cps[p]
-		if id == "" || !ok || re.Position <= cp || seen[id] {
+		if id == "" || !ok {
+			continue
+		}
+		seen[id] = append(seen[id], re)
+		if re.Position <= cp || deciding[id] {
 			continue
 		}
 		touched[p] = true
 		if rev, ok := r.decided[id]; ok && int64(re.Revision) <= rev {
 			continue // this runner decided from a state that held it
 		}
-		seen[id] = true
+		deciding[id] = true
 		ids = append(ids, id)
 	}
 	r.mu.Unlock()
-	ops, err := r.decideAll(ctx, ids)
+	ops, err := r.decideAll(ctx, ids, seen)
 	if err != nil {
 		return err
 	}
@@ -583,7 +590,7 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 // decideAll decides about ids concurrently and returns their wake-up
 // changes. A decision that fails is logged and retried by its timer: its
 // message keeps (or gets) a wake-up soon.
-func (r *Runner) decideAll(ctx context.Context, ids []string) ([]wakeOp, error) {
+func (r *Runner) decideAll(ctx context.Context, ids []string, seen map[string][]ledger.RecordedEvent) ([]wakeOp, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -593,7 +600,7 @@ func (r *Runner) decideAll(ctx context.Context, ids []string) ([]wakeOp, error) 
 		wg.Add(1)
 		err := r.deciders.Submit(func() {
 			defer wg.Done()
-			op, err := r.decide(ctx, id, nil)
+			op, err := r.decide(ctx, id, nil, seen[id])
 			if err != nil {
 				if ctx.Err() == nil {
 					r.cfg.Logger.Error("sagas: decide", "message", id, "err", err)
@@ -639,7 +646,7 @@ func (r *Runner) timerLoop(ctx context.Context) error {
 				due = r.timers.PopDue(r.cfg.Now(), 1024, due[:0])
 				r.mu.Unlock()
 				r.fired.Add(int64(len(due)))
-				ops, err := r.decideAll(ctx, slices.Clone(due))
+				ops, err := r.decideAll(ctx, slices.Clone(due), nil)
 				if err != nil {
 					return nil
 				}
@@ -680,10 +687,10 @@ type sendResult struct {
 // until the message waits (for a timer, a result, an ack) or is settled,
 // and returns its wake-up change. With sr it first records the result of
 // the attempt this runner sent.
-func (r *Runner) decide(ctx context.Context, id string, sr *sendResult) (wakeOp, error) {
+func (r *Runner) decide(ctx context.Context, id string, sr *sendResult, seen []ledger.RecordedEvent) (wakeOp, error) {
 	mu := r.stripe(id)
 	mu.Lock()
-	op, sends, err := r.decideLocked(ctx, id, sr)
+	op, sends, err := r.decideLocked(ctx, id, sr, seen)
 	if err == nil {
 		r.mu.Lock()
 		if op.at.IsZero() {
@@ -703,9 +710,9 @@ func (r *Runner) decide(ctx context.Context, id string, sr *sendResult) (wakeOp,
 	return op, err
 }
 
-func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (op wakeOp, sends []sendJob, err error) {
+func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult, seen []ledger.RecordedEvent) (op wakeOp, sends []sendJob, err error) {
 	op.id = id
-	p, rev, first, err := r.load(ctx, id)
+	p, rev, first, err := r.load(ctx, id, seen, sr != nil)
 	if err != nil || rev < 0 {
 		return op, nil, err
 	}
@@ -772,7 +779,7 @@ func (r *Runner) decideLocked(ctx context.Context, id string, sr *sendResult) (o
 		p, rev, err = r.apply(ctx, id, p, rev, cmds...)
 		if errors.Is(err, commands.ErrStale) {
 			// Another writer moved the message on; decide from its state.
-			if p, rev, _, err = r.load(ctx, id); err != nil {
+			if p, rev, _, err = r.load(ctx, id, nil, false); err != nil {
 				return op, sends, err
 			}
 			continue
@@ -866,12 +873,39 @@ type progressAt struct {
 }
 
 // load folds message id's stream; rev is -1 when it does not exist, first
-// the position of its first event. A message decided recently is taken out
-// of the cache (the caller, holding the message's stripe, puts it back) and
-// only the events appended since (by other writers: acknowledgements,
-// cancels, another runner) are read and folded.
-func (r *Runner) load(ctx context.Context, id string) (p policy.Progress, rev int64, first uint64, err error) {
-	if c, ok := r.known.Take(id); ok {
+// the position of its first event. The caller, holding the message's
+// stripe, owns the state and puts it back in r.known when its decision
+// ends well.
+//
+// A message decided recently is taken from r.known; seen, the message's
+// events the subscription delivered for this decision (in order), are
+// folded into it, and a new message's state is folded from them alone.
+// The stream is read only for what they do not cover: the events since
+// the cached state, unless seen reach as far, or trust is set. trust is
+// for a send's result: what it records is appended at the revision
+// decided from, and the ledger refuses it (ErrStale) if the stream moved
+// on meanwhile.
+func (r *Runner) load(ctx context.Context, id string, seen []ledger.RecordedEvent, trust bool) (p policy.Progress, rev int64, first uint64, err error) {
+	c, ok := r.known.Take(id)
+	if !ok && len(seen) > 0 && seen[0].Revision == 0 {
+		c, ok = commands.Cached[progressAt]{Rev: -1, State: progressAt{first: seen[0].Position}}, true
+	}
+	if ok {
+		for i, re := range seen {
+			if int64(re.Revision) != c.Rev+1 {
+				if int64(re.Revision) <= c.Rev {
+					continue
+				}
+				break
+			}
+			if err := commands.FoldProgress(&c.State.p, seen[i:i+1]); err != nil {
+				return p, -1, 0, err
+			}
+			c.Rev++
+		}
+		if trust || (len(seen) > 0 && c.Rev >= int64(seen[len(seen)-1].Revision)) {
+			return c.State.p, c.Rev, c.State.first, nil
+		}
 		evs, err := r.ledger.ReadStream(ctx, message.Stream(id), ledger.Forwards, uint64(c.Rev+1), 0)
 		if err != nil {
 			return p, -1, 0, err
@@ -1030,7 +1064,7 @@ func (r *Runner) send(ctx context.Context, j sendJob) {
 		return
 	}
 	r.rates.observe(j.push.AppID, j.channel, err == nil, r.cfg.Now(), j.halfLife)
-	op, derr := r.decide(ctx, j.id, &sendResult{attempt: j.attempt, channel: j.channel, result: res, err: err})
+	op, derr := r.decide(ctx, j.id, &sendResult{attempt: j.attempt, channel: j.channel, result: res, err: err}, nil)
 	if derr != nil {
 		if ctx.Err() == nil {
 			r.cfg.Logger.Error("sagas: record result", "message", j.id, "attempt", j.attempt, "err", derr)
