@@ -544,6 +544,12 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 		if rev, ok := r.decided[id]; ok && int64(re.Revision) <= rev {
 			continue // this runner decided from a state that held it
 		}
+		if _, timed := r.timers.At(id); !timed && acknowledges(re.Type) {
+			// Nothing waits on the message (it was delivered, or settled
+			// otherwise): a broadcast's later batches of acknowledgements
+			// change nothing to decide.
+			continue
+		}
 		deciding[id] = true
 		ids = append(ids, id)
 	}
@@ -585,6 +591,13 @@ func (r *Runner) handleBatch(ctx context.Context, evs []ledger.RecordedEvent) er
 	}
 	r.mu.Unlock()
 	return nil
+}
+
+// acknowledges reports whether events of type t record a device's
+// acknowledgement or open: they can end a wait (for the acknowledgement,
+// for the attempt) but never start a send.
+func acknowledges(t string) bool {
+	return t == message.TypeDelivered || t == message.TypeDeliveredBatch || t == message.TypeOpened
 }
 
 // decideAll decides about ids concurrently and returns their wake-up

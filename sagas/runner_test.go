@@ -588,3 +588,32 @@ func TestBackgroundRuleHoldsUntilOnline(t *testing.T) {
 	}
 	w.noErrors(t)
 }
+
+// TestLaterAcknowledgementsAreNotDecided: once a message is delivered and
+// nothing waits on it, the acknowledgements recorded after (a broadcast's
+// later batches) are read past without a decision.
+func TestLaterAcknowledgementsAreNotDecided(t *testing.T) {
+	w := newWorld(t, worldOptions{dir: t.TempDir(), channels: map[string]int{"alpha": 0}})
+	r := w.start(t, sagas.Config{}, nil, newChannel("alpha", nil))
+	w.accept(t, "m-1", nil)
+	w.waitSettled(t, 5*time.Second, "m-1")
+	ctx := context.Background()
+	if _, _, err := w.cmd.Message(ctx, "m-1", message.RecordDeliveries{DeviceIDs: []string{"device-1"}, Channel: "alpha"}); err != nil {
+		t.Fatal(err)
+	}
+	// The first acknowledgement ends the wait for it: decided, no timer.
+	eventually(t, 5*time.Second, func() (bool, string) { return r.Stats().Timers == 0, fmt.Sprintf("runner %+v", r.Stats()) })
+	before := r.Stats().Decisions
+	_, res, err := w.cmd.Message(ctx, "m-1", message.RecordDeliveries{DeviceIDs: []string{"device-2", "device-3"}, Channel: "alpha"})
+	if err != nil || len(res.Events) != 1 {
+		t.Fatalf("later acknowledgements: %d events, %v", len(res.Events), err)
+	}
+	eventually(t, 5*time.Second, func() (bool, string) {
+		st := r.Stats()
+		return st.Checkpoint >= res.Position, fmt.Sprintf("runner %+v, want the checkpoint at %d", st, res.Position)
+	})
+	if st := r.Stats(); st.Decisions != before || st.Timers != 0 {
+		t.Fatalf("runner %+v after the later acknowledgements, want %d decisions and no timer", st, before)
+	}
+	w.noErrors(t)
+}
