@@ -131,49 +131,67 @@ func msStateKey(app string, st message.State, at time.Time, id string) []byte {
 	return key(msPrefix, "s", app, string(st), be8(uint64(at.UnixNano())), id)
 }
 
-// Apply implements Projection.
+// Apply implements Projection. A message with several events in the batch
+// is read and written once: its status is folded in memory and its index
+// entries are moved from its state before the batch to its state after.
 func (Messages) Apply(w Writer, events []ledger.RecordedEvent) error {
+	type folding struct {
+		s       MessageStatus
+		prev    message.State // before the batch
+		changed bool
+	}
+	batch := map[string]*folding{}
+	var order []string
 	for _, re := range events {
 		id := re.Stream[len(message.StreamPrefix):]
-		var s MessageStatus
-		var old []byte
-		var err error
-		if re.Revision > 0 { // a message's first event needs no lookup
-			old, err = w.Get(msKey(id))
-		} else {
-			err = ErrNotFound
-		}
-		switch {
-		case errors.Is(err, ErrNotFound):
-		case err != nil:
-			return err
-		default:
-			if err := json.Unmarshal(old, &s); err != nil {
-				return fmt.Errorf("message %s: %w", id, err)
+		f := batch[id]
+		if f == nil {
+			f = &folding{}
+			if re.Revision > 0 { // a message's first event needs no lookup
+				old, err := w.Get(msKey(id))
+				switch {
+				case errors.Is(err, ErrNotFound):
+				case err != nil:
+					return err
+				default:
+					if err := json.Unmarshal(old, &f.s); err != nil {
+						return fmt.Errorf("message %s: %w", id, err)
+					}
+				}
 			}
-			if re.Revision <= s.Revision {
-				continue // already folded
-			}
+			f.prev = f.s.State
+			batch[id] = f
+			order = append(order, id)
 		}
-		prev := s.State
-		if err := FoldStatus(&s, re); err != nil {
+		if f.s.State != message.StateNone && re.Revision <= f.s.Revision {
+			continue // already folded
+		}
+		if err := FoldStatus(&f.s, re); err != nil {
 			return fmt.Errorf("message %s@%d: %w", id, re.Revision, err)
 		}
-		b, err := json.Marshal(&s)
+		f.changed = true
+	}
+	for _, id := range order {
+		f := batch[id]
+		if !f.changed {
+			continue
+		}
+		s := &f.s
+		b, err := json.Marshal(s)
 		if err != nil {
 			return err
 		}
 		if err := w.Set(msKey(id), b); err != nil {
 			return err
 		}
-		if prev == message.StateNone {
+		if f.prev == message.StateNone {
 			if err := w.Set(msTimeKey(s.AppID, s.AcceptedAt, id), nil); err != nil {
 				return err
 			}
 		}
-		if prev != s.State {
-			if prev != message.StateNone {
-				if err := w.Delete(msStateKey(s.AppID, prev, s.AcceptedAt, id)); err != nil {
+		if f.prev != s.State {
+			if f.prev != message.StateNone {
+				if err := w.Delete(msStateKey(s.AppID, f.prev, s.AcceptedAt, id)); err != nil {
 					return err
 				}
 			}
