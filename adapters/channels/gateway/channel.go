@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/panjf2000/ants/v2"
+
 	"github.com/pushledger/pushledger/adapters/channels"
 	"github.com/pushledger/pushledger/commands"
 	"github.com/pushledger/pushledger/domain/app"
@@ -87,6 +89,9 @@ type Channel struct {
 	firstAck, lastAck atomic.Int64
 
 	work chan func()
+	// recorders record the messages' acknowledgements of a flush, 16 at
+	// once, on goroutines that live on between flushes (made by Run).
+	recorders *ants.Pool
 	// removals carries recorded acknowledgements (app key -> device ->
 	// ids) to the goroutine that drops their pushes from the outbox, so
 	// that the next acknowledgements are recorded without waiting for it.
@@ -310,6 +315,12 @@ func (c *Channel) flush(key, device string) {
 // expired pushes from the outbox every minute and serves the connect work
 // until ctx ends.
 func (c *Channel) Run(ctx context.Context) error {
+	var err error
+	// A panic in a task is the process's, as on a goroutine of its own.
+	if c.recorders, err = ants.NewPool(16, ants.WithPanicHandler(func(p any) { panic(p) })); err != nil {
+		return err
+	}
+	defer c.recorders.Release()
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
@@ -394,19 +405,20 @@ func (c *Channel) record(ctx context.Context) {
 			}
 		}
 	}
-	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for id, devices := range byMessage {
 		for len(devices) > 0 {
 			n := min(len(devices), message.MaxDeliveriesPerEvent)
 			batch := devices[:n]
 			devices = devices[n:]
-			sem <- struct{}{}
 			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
+			rec := func() {
+				defer wg.Done()
 				c.apply(ctx, id.String(), message.RecordDeliveries{DeviceIDs: batch, Channel: Name})
-			}()
+			}
+			if c.recorders.Submit(rec) != nil { // released: Run is ending
+				rec()
+			}
 		}
 	}
 	wg.Wait()
