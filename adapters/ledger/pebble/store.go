@@ -245,6 +245,7 @@ func open(cfg Config) (*Store, error) {
 		legacy:   legacy,
 		inflight: make(chan *flight, maxInflight),
 		heads:    make(map[string]head),
+		recent:   make(map[string]head),
 		ids:      make(map[streamID]idEntry),
 	}
 	log.Debug("opened", "dir", cfg.Dir, "last_position", last)
@@ -497,6 +498,9 @@ type head struct {
 // streamID keys the idempotency overlay.
 type streamID struct{ stream, id string }
 
+// recentHeads bounds the stream heads the writer keeps (writer.recent).
+const recentHeads = 1 << 16
+
 // writer is the state of the writer goroutine.
 type writer struct {
 	s       *Store
@@ -515,6 +519,11 @@ type writer struct {
 	// and id entries staged but not yet in Pebble.
 	heads map[string]head
 	ids   map[streamID]idEntry
+	// recent holds the heads of the streams appended to lately, as applied
+	// to Pebble: the writer is the only one to move a head, and a stream
+	// is mostly appended to again within seconds (a message's lifecycle).
+	// At most recentHeads entries.
+	recent map[string]head
 
 	pending  []*appendReq
 	entries  []idEntry
@@ -662,7 +671,6 @@ func (w *writer) commit() {
 		_ = w.it.Close()
 		w.it = nil
 	}
-	clear(w.heads)
 	clear(w.ids)
 	if staged > 0 && failed == nil {
 		s.applying.Add(1)
@@ -673,8 +681,20 @@ func (w *writer) commit() {
 			f.pos = pos
 			w.lastPos = pos
 			w.lastTime = now
+			// Applied: the staged heads are Pebble's now. (Should the WAL
+			// sync fail, the store refuses every later append.)
+			for stream, h := range w.heads {
+				if _, ok := w.recent[stream]; !ok && len(w.recent) >= recentHeads {
+					for k := range w.recent {
+						delete(w.recent, k)
+						break
+					}
+				}
+				w.recent[stream] = h
+			}
 		}
 	}
+	clear(w.heads)
 	if f.b == nil {
 		_ = b.Close()
 	}
@@ -702,6 +722,9 @@ func (w *writer) get(key []byte) ([]byte, bool, error) {
 // lookupHead returns the stream's head, from the batch overlay or Pebble.
 func (w *writer) lookupHead(stream string) (head, error) {
 	if h, ok := w.heads[stream]; ok {
+		return h, nil
+	}
+	if h, ok := w.recent[stream]; ok {
 		return h, nil
 	}
 	w.key = headKey(w.key[:0], stream)
