@@ -145,16 +145,7 @@ func (r *recorder) devices(id string) (n, events int) {
 // here), together: one event for the acks of one message gathered at once.
 func TestAcksRecordedWhenTheyStop(t *testing.T) {
 	rec := &recorder{cmds: map[string][]message.Command{}}
-	a := &app.App{ID: "app1", Key: "key1"}
-	ch, err := gatewaych.New(gatewaych.Config{Outbox: newOutbox(t), Apps: oneApp{a}, Devices: noDevices{},
-		Recorder: rec, FlushInterval: time.Hour, QuietInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ch.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ch := runChannel(t, rec, time.Hour, 200*time.Millisecond)
 
 	m := id(7)
 	for _, d := range []string{"d1", "d2", "d3"} {
@@ -179,6 +170,23 @@ func TestAcksRecordedWhenTheyStop(t *testing.T) {
 	if n, _ := rec.devices(m.String()); n != 4 {
 		t.Fatalf("%d devices recorded as delivered, want 4", n)
 	}
+}
+
+// runChannel runs a channel of app1 (key1), recording through rec with the
+// given intervals, until the test ends.
+func runChannel(t *testing.T, rec gatewaych.Recorder, flush, quiet time.Duration) *gatewaych.Channel {
+	t.Helper()
+	a := &app.App{ID: "app1", Key: "key1"}
+	ch, err := gatewaych.New(gatewaych.Config{Outbox: newOutbox(t), Apps: oneApp{a}, Devices: noDevices{},
+		Recorder: rec, FlushInterval: flush, QuietInterval: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ch.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ch
 }
 
 // eventually polls cond until it holds, failing the test after 10 s.
@@ -214,17 +222,8 @@ func (r *blockingRecorder) Message(ctx context.Context, id string, cmd message.C
 // waited FlushInterval by its end, is recorded right after it.
 func TestAcksWaitingThroughARecordingAreDue(t *testing.T) {
 	rec := &blockingRecorder{recorder: recorder{cmds: map[string][]message.Command{}}, entered: make(chan struct{}), release: make(chan struct{})}
-	a := &app.App{ID: "app1", Key: "key1"}
 	const flush = time.Second
-	ch, err := gatewaych.New(gatewaych.Config{Outbox: newOutbox(t), Apps: oneApp{a}, Devices: noDevices{},
-		Recorder: rec, FlushInterval: flush, QuietInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- ch.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ch := runChannel(t, rec, flush, time.Hour)
 
 	m := id(9)
 	ch.OnAck(gateway.Conn{AppKey: "key1", DeviceID: "d1"}, []wire.MessageID{m})
