@@ -899,53 +899,45 @@ type progressAt struct {
 // decided from, and the ledger refuses it (ErrStale) if the stream moved
 // on meanwhile.
 func (r *Runner) load(ctx context.Context, id string, seen []ledger.RecordedEvent, trust bool) (p policy.Progress, rev int64, first uint64, err error) {
-	c, ok := r.known.Take(id)
-	if !ok && len(seen) > 0 && seen[0].Revision == 0 {
-		c, ok = commands.Cached[progressAt]{Rev: -1, State: progressAt{first: seen[0].Position}}, true
+	c, cached := r.known.Take(id)
+	if !cached {
+		c.Rev = -1 // nothing folded
 	}
-	if ok {
-		for i, re := range seen {
-			if int64(re.Revision) != c.Rev+1 {
-				if int64(re.Revision) <= c.Rev {
-					continue
-				}
-				break
-			}
-			if err := commands.FoldProgress(&c.State.p, seen[i:i+1]); err != nil {
-				return p, -1, 0, err
-			}
-			c.Rev++
+	for _, re := range seen {
+		if int64(re.Revision) <= c.Rev {
+			continue
 		}
-		if trust || (len(seen) > 0 && c.Rev >= int64(seen[len(seen)-1].Revision)) {
-			return c.State.p, c.Rev, c.State.first, nil
+		if int64(re.Revision) != c.Rev+1 {
+			break // a gap: read on from the stream
 		}
-		evs, err := r.ledger.ReadStream(ctx, message.Stream(id), ledger.Forwards, uint64(c.Rev+1), 0)
-		if err != nil {
+		if c.Rev < 0 {
+			c.State.first = re.Position
+		}
+		if err := commands.FoldProgress(&c.State.p, []ledger.RecordedEvent{re}); err != nil {
 			return p, -1, 0, err
 		}
-		if err := commands.FoldProgress(&c.State.p, evs); err != nil {
-			return p, -1, 0, err
-		}
-		if len(evs) > 0 {
-			c.Rev = int64(evs[len(evs)-1].Revision)
-		}
+		c.Rev++
+	}
+	if c.Rev >= 0 && (trust || (len(seen) > 0 && c.Rev >= int64(seen[len(seen)-1].Revision))) {
 		return c.State.p, c.Rev, c.State.first, nil
 	}
-	rev = -1
-	evs, err := r.ledger.ReadStream(ctx, message.Stream(id), ledger.Forwards, 0, 0)
-	if errors.Is(err, ledger.ErrStreamNotFound) {
-		return p, rev, 0, nil
+	evs, err := r.ledger.ReadStream(ctx, message.Stream(id), ledger.Forwards, uint64(c.Rev+1), 0)
+	if errors.Is(err, ledger.ErrStreamNotFound) && c.Rev < 0 {
+		return p, -1, 0, nil
 	}
 	if err != nil {
-		return p, rev, 0, err
+		return p, -1, 0, err
 	}
-	if err := commands.FoldProgress(&p, evs); err != nil {
-		return p, rev, 0, err
+	if len(evs) > 0 && c.Rev < 0 {
+		c.State.first = evs[0].Position
+	}
+	if err := commands.FoldProgress(&c.State.p, evs); err != nil {
+		return p, -1, 0, err
 	}
 	if len(evs) > 0 {
-		rev, first = int64(evs[len(evs)-1].Revision), evs[0].Position
+		c.Rev = int64(evs[len(evs)-1].Revision)
 	}
-	return p, rev, first, nil
+	return c.State.p, c.Rev, c.State.first, nil
 }
 
 // env is the world of a decision about a message of app a.
