@@ -84,13 +84,15 @@ func appendBrief(dst []byte, v *DeviceView) []byte {
 	return dst
 }
 
+// errCorruptBrief: a brief index value does not decode.
+var errCorruptBrief = errors.New("corrupt device brief")
+
 // decodeBrief decodes appendBrief's encoding into b.
 func decodeBrief(v []byte, b *DeviceBrief) error {
-	errCorrupt := errors.New("corrupt device brief")
 	uvarint := func() (uint64, error) {
 		n, k := binary.Uvarint(v)
 		if k <= 0 || n > uint64(len(v)-k) { // a count or length never exceeds what follows
-			return 0, errCorrupt
+			return 0, errCorruptBrief
 		}
 		v = v[k:]
 		return n, nil
@@ -121,7 +123,7 @@ func decodeBrief(v []byte, b *DeviceBrief) error {
 		b.Tags = append(b.Tags, t)
 	}
 	if len(v) != 0 {
-		return errCorrupt
+		return errCorruptBrief
 	}
 	return nil
 }
