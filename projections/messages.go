@@ -95,8 +95,10 @@ func FoldStatus(s *MessageStatus, re ledger.RecordedEvent) error {
 			ch(e.Channel).Failed++
 		}
 	case message.ResendRequested:
-		// A new attempt cycle: the state stays, the final flag clears.
-		st, s.UpdatedAt, s.FinalFailure = s.State, e.At, false
+		// A new attempt cycle: the state stays, the final flag clears, and
+		// no state was entered, so no count moves.
+		s.UpdatedAt, s.FinalFailure, s.Revision = e.At, false, re.Revision
+		return nil
 	case message.Expired:
 		st, s.UpdatedAt = message.StateExpired, e.At
 	case message.Cancelled:

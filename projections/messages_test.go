@@ -396,10 +396,17 @@ func TestFoldStatusGiveUpAndResend(t *testing.T) {
 	if s.State != message.StateFailed || s.FinalFailure {
 		t.Fatalf("after resend: state %s final %v", s.State, s.FinalFailure)
 	}
+	// A resend enters no state: counts are of the events of each state.
+	if s.Counts[message.StateFailed] != 2 || len(s.Counts) != 3 {
+		t.Fatalf("after resend: counts %v, want accepted 1, sending 1, failed 2", s.Counts)
+	}
 	e.message(t, "g1", message.StartAttempt{Channel: "webhook"})
 	e.message(t, "g1", message.RecordSent{Attempt: 2, Channel: "webhook"})
 	s = fold()
 	if s.State != message.StateSent || s.Attempt != 2 || s.Channels["webhook"].Attempts != 1 || s.Channels["fcm"].Attempts != 1 {
 		t.Fatalf("after the new cycle: %+v", s)
+	}
+	if s.Counts[message.StateSent] != 1 || s.Counts[message.StateSending] != 2 || s.Counts[message.StateFailed] != 2 {
+		t.Fatalf("after the new cycle: counts %v", s.Counts)
 	}
 }
