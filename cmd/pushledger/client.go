@@ -170,6 +170,9 @@ func sendCmd() *cobra.Command {
 				r.Notification = &message.Notification{Title: title, Body: body}
 			}
 			if d, _ := f.GetString("data"); d != "" {
+				if !json.Valid([]byte(d)) {
+					return errors.New("--data is not valid JSON")
+				}
 				r.Data = json.RawMessage(d)
 			}
 			ttl, _ := f.GetDuration("ttl")

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/env"
 	"github.com/knadh/koanf/providers/file"
@@ -162,7 +163,16 @@ func loadConfig(flags *pflag.FlagSet) (Config, error) {
 		return Config{}, ferr
 	}
 	var c Config
-	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+	// koanf's own decoding, plus ErrorUnused: a mistyped key in the file
+	// (say datadir) is an error, not a setting silently left at its default.
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook:       mapstructure.StringToTimeDurationHookFunc(),
+		Result:           &c,
+		TagName:          "koanf",
+		WeaklyTypedInput: true,
+		ErrorUnused:      true,
+	}
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf", DecoderConfig: dc}); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, c.validate()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -199,6 +200,10 @@ func replayCmd() *cobra.Command {
 			c, err := loadConfig(cmd.Flags())
 			if err != nil {
 				return err
+			}
+			// Open would make a new, empty platform in a mistyped directory.
+			if _, err := os.Stat(filepath.Join(c.DataDir, "ledger")); err != nil {
+				return fmt.Errorf("no ledger in data directory %q: nothing to replay (check --data-dir)", c.DataDir)
 			}
 			p, err := platform.Open(platformConfig(c, logger(c, io.Discard)))
 			if err != nil {

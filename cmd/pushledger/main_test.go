@@ -153,6 +153,30 @@ func TestConfigLayers(t *testing.T) {
 	if _, err := loadConfig(cmd.Flags()); err == nil || !strings.Contains(err.Error(), "log.level") || !strings.Contains(err.Error(), "log.format") {
 		t.Fatalf("want both problems reported, got %v", err)
 	}
+
+	// A file's keys: a mistyped one is refused, the right ones are read
+	// (with durations and a nested policy).
+	t.Setenv("PUSHLEDGER_LOG_LEVEL", "warn")
+	t.Setenv("PUSHLEDGER_LOG_FORMAT", "json")
+	file := t.TempDir() + "/pushledger.yaml"
+	t.Setenv("PUSHLEDGER_CONFIG", file)
+	if err := os.WriteFile(file, []byte("datadir: /elsewhere\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadConfig(cmd.Flags()); err == nil || !strings.Contains(err.Error(), "datadir") {
+		t.Fatalf("a mistyped key: %v", err)
+	}
+	yaml := "data_dir: elsewhere\ngateway:\n  heartbeat: 30s\n  idle_timeout: 90s\ndelivery:\n  policy:\n    max_attempts: 2\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err = loadConfig(cmd.Flags())
+	if err != nil || c.DataDir != "elsewhere" || c.Gateway.Heartbeat != 30*time.Second {
+		t.Fatalf("config file: %v %+v", err, c)
+	}
+	if p, err := c.Delivery.PolicyJSON(); err != nil || string(p) != `{"max_attempts":2}` {
+		t.Fatalf("policy from the file: %s %v", p, err)
+	}
 }
 
 // TestReloadChangesTheDefaultPolicy: a reload (SIGHUP) reads the
@@ -309,5 +333,24 @@ func TestDeviceRun(t *testing.T) {
 	})
 	if strings.Contains(devOut.String(), "sim-1  "+id) {
 		t.Error("sim-1 got sim-2's push")
+	}
+}
+
+// TestCLIRefusesBadInputLocally: errors the CLI can see without a server
+// are one clear line, and a replay of a directory with no ledger creates
+// nothing.
+func TestCLIRefusesBadInputLocally(t *testing.T) {
+	dir := t.TempDir() + "/mistyped"
+	_, err := run(t, nil, "replay", "--data-dir", dir)
+	if err == nil || !strings.Contains(err.Error(), "no ledger in data directory") {
+		t.Fatalf("replay of a missing directory: %v", err)
+	}
+	if _, statErr := os.Stat(dir); !errors.Is(statErr, os.ErrNotExist) {
+		t.Fatalf("replay created %s: %v", dir, statErr)
+	}
+	env := map[string]string{"PUSHLEDGER_URL": "http://127.0.0.1:1", "PUSHLEDGER_APP_KEY": "pk_x", "PUSHLEDGER_APP_SECRET": "sk_x"}
+	_, err = run(t, env, "send", "--device", "d1", "--data", "{bad")
+	if err == nil || oneLine(err) != "--data is not valid JSON" {
+		t.Fatalf("send with bad --data: %v", err)
 	}
 }
