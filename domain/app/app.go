@@ -47,10 +47,33 @@ const (
 )
 
 var (
-	ErrNotFound          = errors.New("app: not found")
-	ErrInvalid           = errors.New("app: invalid command")
+	ErrNotFound = errors.New("app: not found")
+	ErrInvalid  = errors.New("app: invalid command")
+	// ErrInvalidTransition: an event or command does not apply to the app
+	// as it is (it exists, or it does not). The error is a *TransitionError.
 	ErrInvalidTransition = errors.New("app: invalid transition")
 )
+
+// TransitionError details ErrInvalidTransition: Event (an event type, or
+// the command "create") was refused because the app exists (Exists, with id
+// AppID) or does not.
+type TransitionError struct {
+	Event  string
+	Exists bool
+	AppID  string // the existing app's id; empty if it does not exist
+}
+
+func (e *TransitionError) Error() string {
+	switch {
+	case !e.Exists:
+		return fmt.Sprintf("app: %s not allowed: the app does not exist", e.Event)
+	case e.AppID == "":
+		return fmt.Sprintf("app: %s not allowed: the app exists", e.Event)
+	}
+	return fmt.Sprintf("app: %s not allowed: app %s exists", e.Event, e.AppID)
+}
+
+func (e *TransitionError) Unwrap() error { return ErrInvalidTransition }
 
 type Event interface{ EventType() string }
 
@@ -187,11 +210,12 @@ func (a *App) ChannelOrder() []string {
 	return names
 }
 
-// Evolve folds one event into a.
+// Evolve folds one event into a. An event that does not apply is refused
+// with a *TransitionError and leaves a unchanged.
 func (a *App) Evolve(e Event) error {
 	_, create := e.(Created)
-	if create == (a.ID != "") {
-		return fmt.Errorf("%w: %s", ErrInvalidTransition, e.EventType())
+	if exists := a.ID != ""; create == exists {
+		return &TransitionError{Event: e.EventType(), Exists: exists, AppID: a.ID}
 	}
 	switch e := e.(type) {
 	case Created:
@@ -291,7 +315,7 @@ func Decide(a *App, c Command, now time.Time) ([]Event, error) {
 	switch c := c.(type) {
 	case Create:
 		if a.ID != "" {
-			return nil, fmt.Errorf("%w: app %s exists", ErrInvalidTransition, a.ID)
+			return nil, &TransitionError{Event: c.commandName(), Exists: true, AppID: a.ID}
 		}
 		var errs []error
 		if c.AppID == "" || c.AppKey == "" || len(c.SecretCiphertext) == 0 {

@@ -58,6 +58,9 @@ type decideCase struct {
 	when  app.Command
 	then  []app.Event // nil: no events
 	err   error
+	// transition is the *app.TransitionError wanted when err is
+	// app.ErrInvalidTransition.
+	transition *app.TransitionError
 }
 
 func runDecide(t *testing.T, cases []decideCase) {
@@ -76,6 +79,18 @@ func runDecide(t *testing.T, cases []decideCase) {
 			if tc.err != nil {
 				if !errors.Is(err, tc.err) || got != nil {
 					t.Fatalf("got %v, %v; want error %v", got, err, tc.err)
+				}
+				if errors.Is(tc.err, app.ErrInvalidTransition) {
+					var te *app.TransitionError
+					if !errors.As(err, &te) {
+						t.Fatalf("err %T is not a *TransitionError", err)
+					}
+					if tc.transition == nil || *te != *tc.transition {
+						t.Fatalf("TransitionError %+v, want %+v", te, tc.transition)
+					}
+					if !strings.HasPrefix(err.Error(), "app: ") {
+						t.Fatalf("message %q", err)
+					}
 				}
 				return
 			}
@@ -120,8 +135,10 @@ func TestDecideCreate(t *testing.T) {
 			then: []app.Event{with(createdEv(), func(e *app.Created) { e.At = now })}},
 		{name: "new: longest name", when: with(create(), func(c *app.Create) { c.Name = strings.Repeat("n", 200) }),
 			then: []app.Event{with(createdEv(), func(e *app.Created) { e.Name, e.At = strings.Repeat("n", 200), now })}},
-		{name: "created: again", given: history("created"), when: create(), err: app.ErrInvalidTransition},
-		{name: "created: again, invalid", given: history("created"), when: app.Create{}, err: app.ErrInvalidTransition},
+		{name: "created: again", given: history("created"), when: create(), err: app.ErrInvalidTransition,
+			transition: &app.TransitionError{Event: "create", Exists: true, AppID: "a1"}},
+		{name: "created: again, invalid", given: history("created"), when: app.Create{}, err: app.ErrInvalidTransition,
+			transition: &app.TransitionError{Event: "create", Exists: true, AppID: "a1"}},
 	}
 	for name, f := range map[string]func(*app.Create){
 		"no id":          func(c *app.Create) { c.AppID = "" },
@@ -279,8 +296,23 @@ func TestEvolveRejects(t *testing.T) {
 		t.Run(tc.given+"+"+tc.e.EventType(), func(t *testing.T) {
 			a, _ := app.Replay(history(tc.given))
 			before := cloneApp(a)
-			if err := a.Evolve(tc.e); !errors.Is(err, app.ErrInvalidTransition) {
+			err := a.Evolve(tc.e)
+			if !errors.Is(err, app.ErrInvalidTransition) {
 				t.Fatalf("err = %v", err)
+			}
+			var te *app.TransitionError
+			if !errors.As(err, &te) {
+				t.Fatalf("err %T is not a *TransitionError", err)
+			}
+			want := app.TransitionError{Event: tc.e.EventType(), Exists: before.ID != "", AppID: before.ID}
+			if tc.given != "new" && (!want.Exists || want.AppID != "a1") {
+				t.Fatalf("given %s: app %q", tc.given, before.ID)
+			}
+			if *te != want {
+				t.Fatalf("TransitionError %+v, want %+v", te, want)
+			}
+			if !strings.HasPrefix(err.Error(), "app: ") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("message %q", err)
 			}
 			if !reflect.DeepEqual(a, before) {
 				t.Fatal("a refused event changed the state")

@@ -46,10 +46,35 @@ const (
 
 // Sentinel errors.
 var (
-	ErrNotFound          = errors.New("device: not registered")
-	ErrInvalid           = errors.New("device: invalid command")
+	ErrNotFound = errors.New("device: not registered")
+	ErrInvalid  = errors.New("device: invalid command")
+	// ErrInvalidTransition: an event does not apply to the device in its
+	// state. The error is a *TransitionError.
 	ErrInvalidTransition = errors.New("device: invalid transition")
 )
+
+// State is a device's registration state, as a TransitionError reports it.
+type State string
+
+// States.
+const (
+	StateNotRegistered State = "not registered" // never registered
+	StateActive        State = "active"         // registered and not logged out
+	StateLoggedOut     State = "logged out"     // registered, then logged out
+)
+
+// TransitionError details ErrInvalidTransition: Event (an event type) was
+// refused on a device in State.
+type TransitionError struct {
+	Event string
+	State State
+}
+
+func (e *TransitionError) Error() string {
+	return fmt.Sprintf("device: %s not allowed on a device that is %s", e.Event, e.State)
+}
+
+func (e *TransitionError) Unwrap() error { return ErrInvalidTransition }
 
 // Event is a device event.
 type Event interface{ EventType() string }
@@ -157,21 +182,31 @@ func (d *Device) TagList() []string {
 	return slices.Sorted(maps.Keys(d.Tags))
 }
 
-// Evolve folds one event into d.
+// state is d's registration state.
+func (d *Device) state() State {
+	switch {
+	case d.Active:
+		return StateActive
+	case d.Registered:
+		return StateLoggedOut
+	}
+	return StateNotRegistered
+}
+
+// Evolve folds one event into d. An event that does not apply is refused
+// with a *TransitionError and leaves d unchanged.
 func (d *Device) Evolve(e Event) error {
+	var ok bool
 	switch e.(type) {
 	case Registered:
-		if d.Active {
-			return fmt.Errorf("%w: registered while active", ErrInvalidTransition)
-		}
+		ok = !d.Active
 	case TokenInvalidated:
-		if !d.Registered {
-			return fmt.Errorf("%w: %s before registration", ErrInvalidTransition, e.EventType())
-		}
+		ok = d.Registered
 	default:
-		if !d.Active {
-			return fmt.Errorf("%w: %s on a device that is not registered", ErrInvalidTransition, e.EventType())
-		}
+		ok = d.Active
+	}
+	if !ok {
+		return &TransitionError{Event: e.EventType(), State: d.state()}
 	}
 	switch e := e.(type) {
 	case Registered:

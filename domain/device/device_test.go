@@ -283,8 +283,22 @@ func TestEvolveRejects(t *testing.T) {
 		t.Run(tc.given+"+"+tc.e.EventType(), func(t *testing.T) {
 			d, _ := device.Replay(history(tc.given))
 			before := cloneDevice(d)
-			if err := d.Evolve(tc.e); !errors.Is(err, device.ErrInvalidTransition) {
+			err := d.Evolve(tc.e)
+			if !errors.Is(err, device.ErrInvalidTransition) {
 				t.Fatalf("err = %v", err)
+			}
+			var te *device.TransitionError
+			if !errors.As(err, &te) {
+				t.Fatalf("err %T is not a *TransitionError", err)
+			}
+			want := device.TransitionError{Event: tc.e.EventType(), State: map[string]device.State{
+				"new": device.StateNotRegistered, "active": device.StateActive, "logged-out": device.StateLoggedOut,
+			}[tc.given]}
+			if *te != want {
+				t.Fatalf("TransitionError %+v, want %+v", te, want)
+			}
+			if !strings.HasPrefix(err.Error(), "device: ") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("message %q", err)
 			}
 			if !reflect.DeepEqual(d, before) {
 				t.Fatal("a refused event changed the state")
