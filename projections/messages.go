@@ -77,14 +77,14 @@ func FoldStatus(s *MessageStatus, re ledger.RecordedEvent) error {
 		st, s.UpdatedAt = message.StateSent, e.At
 		ch(e.Channel).Sent++
 	case message.Delivered:
-		st, s.UpdatedAt = message.StateDelivered, e.At
+		st, s.UpdatedAt, s.FinalFailure = message.StateDelivered, e.At, false
 		ch(e.Channel).Delivered++
 	case message.DeliveredBatch:
-		st, s.UpdatedAt = message.StateDelivered, e.At
+		st, s.UpdatedAt, s.FinalFailure = message.StateDelivered, e.At, false
 		ch(e.Channel).Delivered += len(e.DeviceIDs)
 		s.Counts[st] += len(e.DeviceIDs) - 1 // one per device; the common increment below adds the last
 	case message.Opened:
-		st, s.UpdatedAt = message.StateOpened, e.At
+		st, s.UpdatedAt, s.FinalFailure = message.StateOpened, e.At, false
 		ch(e.Channel).Opened++
 	case message.Failed:
 		// A give-up after a recorded failure closes the same attempt: it is

@@ -73,22 +73,31 @@ type RecordFailure struct {
 }
 
 // RecordDelivered records a device acknowledgement (idempotent per device).
-type RecordDelivered struct{ DeviceID, Channel string }
+//
+// AppID, when set, is the app of the acknowledging device: the message of
+// another app is ErrNotFound to it. A device that is not one of a targeted
+// message's resolved devices is ErrNotTarget (a broadcast targets every
+// device of its app).
+type RecordDelivered struct{ DeviceID, Channel, AppID string }
 
 // RecordDeliveries records the acknowledgements of several devices in one
 // event (message.delivered.v2); devices that acknowledged before are
 // skipped, and nothing is recorded when none is new. At most
-// MaxDeliveriesPerEvent devices.
+// MaxDeliveriesPerEvent devices. AppID is checked as for RecordDelivered;
+// devices that are not targets are skipped.
 type RecordDeliveries struct {
 	DeviceIDs []string
 	Channel   string
+	AppID     string
 }
 
 // MaxDeliveriesPerEvent bounds RecordDeliveries.
 const MaxDeliveriesPerEvent = 10000
 
-// RecordOpened records an open on a device (idempotent per device).
-type RecordOpened struct{ DeviceID, Channel string }
+// RecordOpened records an open on a device (idempotent per device; an open
+// implies delivery). AppID and the device are checked as for
+// RecordDelivered.
+type RecordOpened struct{ DeviceID, Channel, AppID string }
 
 // Expire ends a message whose TTL ran out.
 type Expire struct{}
@@ -173,6 +182,9 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 		if c.DeviceID == "" {
 			return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
 		}
+		if err := m.acknowledgeable(c.AppID, c.DeviceID); err != nil {
+			return nil, err
+		}
 		if _, done := m.Delivered[c.DeviceID]; done {
 			return nil, nil
 		}
@@ -181,10 +193,16 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 		if len(c.DeviceIDs) > MaxDeliveriesPerEvent {
 			return nil, fmt.Errorf("%w: more than %d devices", ErrInvalid, MaxDeliveriesPerEvent)
 		}
+		if c.AppID != "" && c.AppID != m.AppID {
+			return nil, fmt.Errorf("%w: message of another app", ErrNotFound)
+		}
 		var ids []string
 		for _, id := range c.DeviceIDs {
 			if id == "" {
 				return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
+			}
+			if !m.targets(id) {
+				continue
 			}
 			if _, done := m.Delivered[id]; !done {
 				ids = append(ids, id)
@@ -199,6 +217,9 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 	case RecordOpened:
 		if c.DeviceID == "" {
 			return nil, fmt.Errorf("%w: device id is empty", ErrInvalid)
+		}
+		if err := m.acknowledgeable(c.AppID, c.DeviceID); err != nil {
+			return nil, err
 		}
 		if _, done := m.Opened[c.DeviceID]; done {
 			return nil, nil
@@ -227,6 +248,29 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 		}
 	}
 	return out, nil
+}
+
+// targets reports whether device id is one of the message's resolved
+// targets. A message with none resolved (a broadcast) targets every device
+// of its app.
+func (m *Message) targets(id string) bool {
+	if len(m.sortedTargets) == 0 {
+		return true
+	}
+	_, ok := slices.BinarySearch(m.sortedTargets, id)
+	return ok
+}
+
+// acknowledgeable checks that a device of app (when given) may record an
+// acknowledgement or open of m.
+func (m *Message) acknowledgeable(app, device string) error {
+	if app != "" && app != m.AppID {
+		return fmt.Errorf("%w: message of another app", ErrNotFound)
+	}
+	if !m.targets(device) {
+		return fmt.Errorf("%w: %s", ErrNotTarget, device)
+	}
+	return nil
 }
 
 // shallowCopy copies m for probing transitions; the delivery maps are

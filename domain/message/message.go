@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -43,6 +44,9 @@ var (
 	ErrWrongAttempt = errors.New("message: wrong attempt")
 	// ErrPastExpiry: nothing is sent after a message's expiry.
 	ErrPastExpiry = errors.New("message: past expiry")
+	// ErrNotTarget: an acknowledgement or open from a device the message
+	// was not sent to.
+	ErrNotTarget = errors.New("message: device is not a target")
 )
 
 // TransitionError details ErrInvalidTransition.
@@ -69,6 +73,9 @@ type Message struct {
 	Audience       Audience
 	Targets        []string
 	TargetCount    int
+	// sortedTargets is Targets sorted (the same slice when it is), for
+	// checking that an acknowledging device is a target.
+	sortedTargets []string
 	Notification   *Notification
 	Data           []byte
 	Priority       string
@@ -138,6 +145,10 @@ func (m *Message) Evolve(e Event) error {
 		if e.SendAt != nil {
 			m.SendAt = *e.SendAt
 		}
+		m.sortedTargets = e.Targets
+		if !slices.IsSorted(e.Targets) {
+			m.sortedTargets = slices.Sorted(slices.Values(e.Targets))
+		}
 	case Scheduled:
 		m.State, m.SendAt, m.UpdatedAt = StateScheduled, e.SendAt, e.At
 	case Sending:
@@ -152,7 +163,7 @@ func (m *Message) Evolve(e Event) error {
 		if m.State != StateOpened {
 			m.State = StateDelivered
 		}
-		m.UpdatedAt = e.At
+		m.FinalFailure, m.UpdatedAt = false, e.At
 	case DeliveredBatch:
 		// In place, as for Delivered: a broadcast's stream folds many
 		// batches, and copying the map for each would be quadratic.
@@ -165,7 +176,7 @@ func (m *Message) Evolve(e Event) error {
 		if m.State != StateOpened {
 			m.State = StateDelivered
 		}
-		m.UpdatedAt = e.At
+		m.FinalFailure, m.UpdatedAt = false, e.At
 	case Opened:
 		if m.Opened == nil {
 			m.Opened = map[string]time.Time{}
@@ -177,7 +188,7 @@ func (m *Message) Evolve(e Event) error {
 			m.Delivered[e.DeviceID] = e.At // an open implies delivery
 		}
 		m.Opened[e.DeviceID] = e.At
-		m.State, m.UpdatedAt = StateOpened, e.At
+		m.State, m.FinalFailure, m.UpdatedAt = StateOpened, false, e.At
 	case Failed:
 		m.State, m.FinalFailure, m.LastError, m.RetryAt, m.UpdatedAt = StateFailed, e.Final, e.Reason, time.Time{}, e.At
 		if e.RetryAt != nil && !e.Final {
@@ -210,11 +221,13 @@ func (m *Message) allows(e Event) error {
 			(m.State == StateFailed && !m.FinalFailure)) && e.Attempt == m.Attempt+1
 	case Sent:
 		ok = m.State == StateSending && e.Attempt == m.Attempt
-	case Delivered, DeliveredBatch:
-		ok = m.State == StateSending || m.State == StateSent || m.State == StateDelivered || m.State == StateOpened ||
-			(m.State == StateFailed && !m.FinalFailure)
-	case Opened:
-		ok = m.State == StateSent || m.State == StateDelivered || m.State == StateOpened
+	case Delivered, DeliveredBatch, Opened:
+		// A device's acknowledgement or open is a fact, recorded in every
+		// state after an attempt started: a final failure and an expiry
+		// included (a device offline past every attempt's ack window gets
+		// the push from the gateway's outbox when it connects), so that
+		// the ledger still tells that it was delivered, and when.
+		ok = m.Attempt > 0 && m.State != StateCancelled
 	case Failed:
 		// A failure closes the current attempt; with no attempt yet (no
 		// usable channel) only a final failure is possible. A failure that

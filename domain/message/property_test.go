@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +15,7 @@ import (
 	"github.com/pushledger/pushledger/domain/message"
 )
 
-var sentinels = []error{message.ErrInvalidTransition, message.ErrNotFound, message.ErrInvalid, message.ErrNotDue, message.ErrWrongAttempt, message.ErrPastExpiry}
+var sentinels = []error{message.ErrInvalidTransition, message.ErrNotFound, message.ErrInvalid, message.ErrNotDue, message.ErrWrongAttempt, message.ErrPastExpiry, message.ErrNotTarget}
 
 var zones = []*time.Location{time.UTC, time.FixedZone("E", 5*3600+1800), time.FixedZone("W", -8*3600)}
 
@@ -26,7 +28,7 @@ func drawNow(t *rapid.T, now time.Time) time.Time {
 }
 
 func drawStrings(t *rapid.T, label string) []string {
-	return rapid.SampledFrom([][]string{nil, {}, {"x"}, {"x", "y", "x"}, {"\xff"}}).Draw(t, label)
+	return rapid.SampledFrom([][]string{nil, {}, {"x"}, {"x", "y", "x"}, {"d3", "d1"}, {"\xff"}}).Draw(t, label)
 }
 
 func drawAudience(t *rapid.T) message.Audience {
@@ -95,6 +97,7 @@ func drawCommand(t *rapid.T, m *message.Message, now time.Time) message.Command 
 	device := func() string {
 		return rapid.SampledFrom([]string{"d1", "d2", "d3", "", "d\xff", "d\xfe"}).Draw(t, "device")
 	}
+	app := func() string { return rapid.SampledFrom([]string{"", "a1", "a2"}).Draw(t, "app") }
 	switch rapid.IntRange(0, 11).Draw(t, "command") {
 	case 0:
 		return drawAccept(t, now)
@@ -115,11 +118,11 @@ func drawCommand(t *rapid.T, m *message.Message, now time.Time) message.Command 
 		}
 		return c
 	case 5:
-		return message.RecordDelivered{DeviceID: device(), Channel: channel()}
+		return message.RecordDelivered{DeviceID: device(), Channel: channel(), AppID: app()}
 	case 6:
-		return message.RecordDeliveries{DeviceIDs: rapid.SliceOfN(rapid.Custom(func(t *rapid.T) string { return device() }), 0, 4).Draw(t, "devices"), Channel: channel()}
+		return message.RecordDeliveries{DeviceIDs: rapid.SliceOfN(rapid.Custom(func(t *rapid.T) string { return device() }), 0, 4).Draw(t, "devices"), Channel: channel(), AppID: app()}
 	case 7:
-		return message.RecordOpened{DeviceID: device(), Channel: channel()}
+		return message.RecordOpened{DeviceID: device(), Channel: channel(), AppID: app()}
 	case 8, 9:
 		return message.Expire{}
 	case 10:
@@ -160,11 +163,28 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 				continue
 			}
 			for _, e := range evs {
-				if ended {
-					t.Fatalf("%s after the message ended", e.EventType())
-				}
-				if _, resend := e.(message.ResendRequested); failed && !resend {
-					t.Fatalf("%s after a final failure", e.EventType())
+				if ack := acknowledgement(e); ack != "" {
+					// A device's acknowledgement is recorded in any state
+					// after an attempt started (a late one included), only
+					// from the message's app and one of its targets.
+					if attempts == 0 || m.State == message.StateCancelled {
+						t.Fatalf("%s before any attempt, in state %s", e.EventType(), m.State)
+					}
+					if a := commandApp(cmd); a != "" && a != m.AppID {
+						t.Fatalf("%s from app %s", e.EventType(), a)
+					}
+					for _, id := range strings.Split(ack, ",") {
+						if len(m.Targets) > 0 && !slices.Contains(m.Targets, id) {
+							t.Fatalf("%s of %s, not a target of %v", e.EventType(), id, m.Targets)
+						}
+					}
+				} else {
+					if ended {
+						t.Fatalf("%s after the message ended", e.EventType())
+					}
+					if _, resend := e.(message.ResendRequested); failed && !resend {
+						t.Fatalf("%s after a final failure", e.EventType())
+					}
 				}
 				switch e := e.(type) {
 				case message.Sending:
@@ -230,7 +250,7 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 						t.Fatalf("state after a resend: %+v", m)
 					}
 				case message.Delivered, message.DeliveredBatch, message.Opened:
-					acksOnly = true
+					acksOnly, failed = true, false
 				}
 				if m.FinalFailure != failed {
 					t.Fatalf("final failure %v after %s", m.FinalFailure, e.EventType())
@@ -281,6 +301,33 @@ func TestPropertyReplayEqualsIncremental(t *testing.T) {
 			t.Fatalf("replay of decoded events differs:\n got %#v\nwant %#v", replayed, m)
 		}
 	})
+}
+
+// acknowledgement returns the devices an acknowledgement or open names
+// (comma-separated), or "" for any other event.
+func acknowledgement(e message.Event) string {
+	switch e := e.(type) {
+	case message.Delivered:
+		return e.DeviceID
+	case message.DeliveredBatch:
+		return strings.Join(e.DeviceIDs, ",")
+	case message.Opened:
+		return e.DeviceID
+	}
+	return ""
+}
+
+// commandApp is the app an acknowledging command names.
+func commandApp(c message.Command) string {
+	switch c := c.(type) {
+	case message.RecordDelivered:
+		return c.AppID
+	case message.RecordDeliveries:
+		return c.AppID
+	case message.RecordOpened:
+		return c.AppID
+	}
+	return ""
 }
 
 func isSentinel(err error) bool {

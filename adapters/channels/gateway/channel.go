@@ -98,7 +98,7 @@ type Channel struct {
 	removals chan map[string]map[string][]wire.MessageID
 }
 
-type open struct{ message, device string }
+type open struct{ appKey, message, device string }
 
 // New returns the channel. Run must run for acknowledgements to be
 // recorded and connecting devices to get their waiting pushes.
@@ -267,7 +267,7 @@ func (c *Channel) note(conn gateway.Conn, ids []wire.MessageID, opened bool) {
 	devices[conn.DeviceID] = append(devices[conn.DeviceID], ids...)
 	if opened {
 		for _, id := range ids {
-			c.opens = append(c.opens, open{message: id.String(), device: conn.DeviceID})
+			c.opens = append(c.opens, open{appKey: conn.AppKey, message: id.String(), device: conn.DeviceID})
 		}
 	}
 	c.mu.Unlock()
@@ -397,16 +397,27 @@ func (c *Channel) record(ctx context.Context) {
 	c.acked, c.opens = map[string]map[string][]wire.MessageID{}, nil
 	c.mu.Unlock()
 
-	byMessage := map[wire.MessageID][]string{}
-	for _, devices := range acked {
+	// Per message and acknowledging app: the command checks that the
+	// message is the app's and the devices its targets.
+	type appMessage struct {
+		app string
+		id  wire.MessageID
+	}
+	byMessage := map[appMessage][]string{}
+	for key, devices := range acked {
+		a, ok := c.cfg.Apps.ByKey(key)
+		if !ok {
+			continue
+		}
 		for device, ids := range devices {
 			for _, id := range ids {
-				byMessage[id] = append(byMessage[id], device)
+				k := appMessage{a.ID, id}
+				byMessage[k] = append(byMessage[k], device)
 			}
 		}
 	}
 	var wg sync.WaitGroup
-	for id, devices := range byMessage {
+	for am, devices := range byMessage {
 		for len(devices) > 0 {
 			n := min(len(devices), message.MaxDeliveriesPerEvent)
 			batch := devices[:n]
@@ -414,7 +425,7 @@ func (c *Channel) record(ctx context.Context) {
 			wg.Add(1)
 			rec := func() {
 				defer wg.Done()
-				c.apply(ctx, id.String(), message.RecordDeliveries{DeviceIDs: batch, Channel: Name})
+				c.apply(ctx, am.id.String(), message.RecordDeliveries{DeviceIDs: batch, Channel: Name, AppID: am.app})
 			}
 			if c.recorders.Submit(rec) != nil { // released: Run is ending
 				rec()
@@ -423,7 +434,9 @@ func (c *Channel) record(ctx context.Context) {
 	}
 	wg.Wait()
 	for _, o := range opens {
-		c.apply(ctx, o.message, message.RecordOpened{DeviceID: o.device, Channel: Name})
+		if a, ok := c.cfg.Apps.ByKey(o.appKey); ok {
+			c.apply(ctx, o.message, message.RecordOpened{DeviceID: o.device, Channel: Name, AppID: a.ID})
+		}
 	}
 	if len(acked) > 0 {
 		c.removals <- acked
@@ -446,9 +459,11 @@ func (c *Channel) remove(acked map[string]map[string][]wire.MessageID) {
 func (c *Channel) apply(ctx context.Context, id string, cmd message.Command) {
 	_, _, err := c.cfg.Recorder.Message(ctx, id, cmd)
 	switch {
-	case err == nil, errors.Is(err, message.ErrInvalidTransition), errors.Is(err, message.ErrNotFound):
-		// Recorded, or the message is settled (expired, cancelled) or
-		// unknown (a device acknowledging an id it made up).
+	case err == nil, errors.Is(err, message.ErrInvalidTransition), errors.Is(err, message.ErrNotFound),
+		errors.Is(err, message.ErrNotTarget):
+		// Recorded, or refused: a message that had no attempt or was
+		// cancelled, an id the device made up, another app's message or
+		// one the device was not sent.
 	default:
 		c.cfg.Logger.Error("gateway: record "+fmt.Sprint(cmd), "message", id, "err", err)
 	}

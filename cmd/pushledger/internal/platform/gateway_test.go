@@ -16,8 +16,10 @@ import (
 	gatewaych "github.com/pushledger/pushledger/adapters/channels/gateway"
 	"github.com/pushledger/pushledger/api"
 	"github.com/pushledger/pushledger/api/client"
+	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform"
 	"github.com/pushledger/pushledger/cmd/pushledger/internal/platform/platformtest"
 	"github.com/pushledger/pushledger/domain/message"
+	"github.com/pushledger/pushledger/domain/policy"
 	gwclient "github.com/pushledger/pushledger/gateway/client"
 	"github.com/pushledger/pushledger/gateway/wire"
 )
@@ -326,5 +328,87 @@ func TestGatewayBroadcastSkipsBlacklisted(t *testing.T) {
 	platformtest.Eventually(t, 10*time.Second, "the later push", func() bool { return ok.has(after) })
 	if !ok.has(id) || stolen.has(id) || mallory.has(id) || late.has(id) {
 		t.Fatalf("broadcast reached: ok-1 %v, stolen %v, mallory %v, late-stolen %v", ok.has(id), stolen.has(id), mallory.has(id), late.has(id))
+	}
+}
+
+// TestGatewayAcksOnlyFromTargets: an ACK or OPENED names a message id, and
+// only a device the message was sent to, of the message's app, gets it
+// recorded. Another device of the app, and a device of another app, that
+// report an open of the message (an open implies delivery) change nothing.
+func TestGatewayAcksOnlyFromTargets(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c := gatewayApp(t, in)
+	other := gatewayApp(t, in)
+	register(t, c, "target", "")
+	register(t, c, "bystander", "")
+	register(t, other, "stranger", "")
+	target := connect(t, c, "target", t.TempDir())
+	bystander := connect(t, c, "bystander", t.TempDir())
+	stranger := connect(t, other, "stranger", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "devices online", func() bool {
+		return in.P.Gateway.Online(c.AppKey, "target") && in.P.Gateway.Online(c.AppKey, "bystander") && in.P.Gateway.Online(other.AppKey, "stranger")
+	})
+
+	id := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"target"}}, Notification: &message.Notification{Title: "for target"}})
+	platformtest.Eventually(t, 10*time.Second, "delivered to the target", func() bool { return target.has(id) && status(t, c, id).State == message.StateDelivered })
+	wid, err := wire.ParseMessageID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each forger reports the open, then gets a push of its own and opens
+	// it: its frames are handled in order, so once its own open is in the
+	// ledger, the forged one was dealt with.
+	for _, f := range []struct {
+		d   *device
+		c   *client.Client
+		dev string
+	}{{bystander, c, "bystander"}, {stranger, other, "stranger"}} {
+		if err := f.d.sdk.Opened(wid); err != nil {
+			t.Fatal(err)
+		}
+		own := send(t, f.c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{f.dev}}, Notification: &message.Notification{Title: "own"}})
+		platformtest.Eventually(t, 10*time.Second, f.dev+" got its own push", func() bool { return f.d.has(own) })
+		owid, _ := wire.ParseMessageID(own)
+		if err := f.d.sdk.Opened(owid); err != nil {
+			t.Fatal(err)
+		}
+		platformtest.Eventually(t, 10*time.Second, f.dev+"'s own open", func() bool { return status(t, f.c, own).State == message.StateOpened })
+	}
+	for _, e := range history(t, c, id) {
+		if strings.Contains(string(e.Data), "bystander") || strings.Contains(string(e.Data), "stranger") {
+			t.Errorf("a forged acknowledgement was recorded: %s %s", e.Type, e.Data)
+		}
+	}
+	if s := status(t, c, id); s.State != message.StateDelivered {
+		t.Errorf("state %s after forged opens, want delivered", s.State)
+	}
+}
+
+// TestGatewayLateDeliveryAfterFinalFailure: a device offline past every
+// attempt's ack window makes the message fail finally, but its push waits
+// in the outbox until the TTL; when the device connects and acknowledges,
+// the ledger records the delivery after the failure.
+func TestGatewayLateDeliveryAfterFinalFailure(t *testing.T) {
+	pol := platformtest.FastPolicy()
+	pol.MaxAttempts = 1
+	gw := pol.Channels["gateway"]
+	gw.AckWindow = 100 * time.Millisecond
+	pol.Channels["gateway"] = gw
+	in := platformtest.StartWith(t, platform.Config{Policy: func() policy.Config { return pol }})
+	c := gatewayApp(t, in)
+	register(t, c, "sleeper", "")
+	id := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"sleeper"}}, Notification: &message.Notification{Title: "later"}, TTL: 3600})
+	platformtest.Eventually(t, 10*time.Second, "final failure", func() bool {
+		s := status(t, c, id)
+		return s.State == message.StateFailed && s.FinalFailure
+	})
+	d := connect(t, c, "sleeper", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "late delivery", func() bool { return d.has(id) && status(t, c, id).State == message.StateDelivered })
+	got := strings.Join(types(history(t, c, id)), " ")
+	if !strings.Contains(got, message.TypeFailed+" "+message.TypeDeliveredBatch) {
+		t.Errorf("history %s: want the delivery after the failure", got)
+	}
+	if s := status(t, c, id); s.FinalFailure || s.Counts[message.StateDelivered] != 1 {
+		t.Errorf("status after the late delivery: %+v", s)
 	}
 }
