@@ -67,15 +67,15 @@ func (e *TransitionError) Unwrap() error { return ErrInvalidTransition }
 
 // Message is the state folded from a message's events.
 type Message struct {
-	ID             string
-	AppID          string
-	State          State
-	Audience       Audience
-	Targets        []string
-	TargetCount    int
+	ID          string
+	AppID       string
+	State       State
+	Audience    Audience
+	Targets     []string
+	TargetCount int
 	// sortedTargets is Targets sorted (the same slice when it is), for
 	// checking that an acknowledging device is a target.
-	sortedTargets []string
+	sortedTargets  []string
 	Notification   *Notification
 	Data           []byte
 	Priority       string
