@@ -259,6 +259,23 @@ func (s *Server) Push(appKey, deviceID string, id wire.MessageID, flags wire.Pus
 	return ss.enqueuePush(id, flags, payload)
 }
 
+// Disconnect closes the device's connection on this server, if it has one,
+// with a DISCONNECT of code (say wire.CodeCredentialRevoked when the device
+// logged out, wire.CodeDeviceBlocked when the app blacklisted it). It may
+// be called from any goroutine and reports whether the device was
+// connected.
+func (s *Server) Disconnect(appKey, deviceID string, code wire.Code) bool {
+	if !code.Valid() {
+		code = wire.CodeNormal
+	}
+	ss := s.reg.get(deviceKey{appKey, deviceID})
+	if ss == nil {
+		return false
+	}
+	ss.kickFromAnywhere(code)
+	return true
+}
+
 // ticks converts a duration to whole ticks, rounding up.
 func (s *Server) ticks(d time.Duration) int64 {
 	return int64((d + s.tick - 1) / s.tick)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,6 +241,29 @@ func TestTakeover(t *testing.T) {
 	if st := srv.Stats(); st.Online != 1 || st.DisconnectsSent[wire.CodeSuperseded] != 1 {
 		t.Errorf("stats %+v", st)
 	}
+}
+
+// TestDisconnectByTheServer: Disconnect closes a device's connection with
+// the code given (a logout, a blacklisting), from any goroutine; a device
+// with no connection is reported as such.
+func TestDisconnectByTheServer(t *testing.T) {
+	rec := &recorder{}
+	creds := testCredentials(t)
+	srv := startServer(t, testConfig(), creds, rec)
+	if srv.Disconnect(testApp, "phone-1", wire.CodeCredentialRevoked) {
+		t.Fatal("Disconnect of a device with no connection reported one")
+	}
+	c := dialRaw(t, srv.addr)
+	c.connect(creds, "phone-1")
+	eventually(t, "OnConnect", func() bool { return rec.connectCount() == 1 })
+	if !srv.Disconnect(testApp, "phone-1", wire.CodeCredentialRevoked) {
+		t.Fatal("Disconnect did not find the connection")
+	}
+	d := c.expectDisconnect(wire.CodeCredentialRevoked)
+	if !strings.Contains(d.Reason, "revoked") {
+		t.Errorf("reason %q", d.Reason)
+	}
+	eventually(t, "offline", func() bool { return !srv.Online(testApp, "phone-1") })
 }
 
 func TestIdleAndConnectTimeouts(t *testing.T) {

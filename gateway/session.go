@@ -143,6 +143,24 @@ func (ss *session) kickFromAnywhere(code wire.Code) {
 	}
 }
 
+// kickReason is the DISCONNECT reason of a disconnect requested from
+// another goroutine.
+func kickReason(code wire.Code) string {
+	switch code {
+	case wire.CodeSuperseded:
+		return "superseded by a newer connection of this device"
+	case wire.CodeSlowConsumer:
+		return "slow consumer: outbound cap exceeded"
+	case wire.CodeCredentialRevoked:
+		return "credential revoked: the device logged out or is no longer registered"
+	case wire.CodeDeviceBlocked:
+		return "device blocked by the app"
+	case wire.CodeAppDisabled:
+		return "app disabled"
+	}
+	return "disconnected by the server"
+}
+
 // Run flushes the queue on the loop (the gnet.Runnable Push queues).
 func (ss *session) Run(context.Context) error {
 	ss.mu.Lock()
@@ -154,11 +172,7 @@ func (ss *session) Run(context.Context) error {
 		return nil
 	}
 	if kick != 0 {
-		reason := "slow consumer: outbound cap exceeded"
-		if kick == wire.CodeSuperseded {
-			reason = "superseded by a newer connection of this device"
-		}
-		ss.disconnect(kick, 0, reason)
+		ss.disconnect(kick, 0, kickReason(kick))
 		return nil
 	}
 	if out == nil || len(*out) == 0 {

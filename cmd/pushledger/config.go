@@ -61,6 +61,9 @@ type GatewayConfig struct {
 	// SIGHUP.
 	Heartbeat   time.Duration `koanf:"heartbeat"`
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
+	// CredentialTTL is the validity of the device credentials issued (0:
+	// they do not expire).
+	CredentialTTL time.Duration `koanf:"credential_ttl"`
 }
 
 // DeliveryConfig configures the delivery sagas.
@@ -120,6 +123,7 @@ var envKeys = map[string]string{
 	"RUNNERS": "delivery.runners", "DELIVERY_POLICY": "delivery.policy",
 	"GATEWAY_ADDR": "gateway.addr", "GATEWAY_PLAIN": "gateway.plain", "GATEWAY_PROXY_PROTOCOL": "gateway.proxy_protocol",
 	"GATEWAY_HEARTBEAT": "gateway.heartbeat", "GATEWAY_IDLE_TIMEOUT": "gateway.idle_timeout",
+	"GATEWAY_CREDENTIAL_TTL": "gateway.credential_ttl",
 }
 
 // flagKeys maps flag names to config keys.
@@ -201,6 +205,9 @@ func (c Config) validate() error {
 	}
 	if g := c.Gateway; g.Heartbeat < time.Second || g.IdleTimeout <= g.Heartbeat || g.IdleTimeout > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("gateway.heartbeat %s and gateway.idle_timeout %s: want a heartbeat of at least 1s and an idle timeout above it, at most 24h", g.Heartbeat, g.IdleTimeout))
+	}
+	if ttl := c.Gateway.CredentialTTL; ttl != 0 && ttl < time.Minute {
+		errs = append(errs, fmt.Errorf("gateway.credential_ttl %s: want 0 (no expiry) or at least 1m", ttl))
 	}
 	return errors.Join(errs...)
 }

@@ -83,7 +83,7 @@ func platformConfig(c Config, log *slog.Logger) platform.Config {
 	return platform.Config{DataDir: c.DataDir, AdminToken: c.AdminToken, SecretKey: c.SecretKey, WebhookTimeout: c.Webhook.Timeout,
 		Runners: c.Delivery.Runners, DeliveryPolicy: pol, Logger: log,
 		GatewayAddr: gatewayAddr(c.Gateway.Addr), GatewayPlain: c.Gateway.Plain, GatewayProxyProtocol: c.Gateway.ProxyProtocol,
-		GatewayHeartbeat: c.Gateway.heartbeat()}
+		GatewayHeartbeat: c.Gateway.heartbeat(), GatewayCredentialTTL: c.Gateway.CredentialTTL}
 }
 
 // gatewayAddr turns host:port into gnet's form.

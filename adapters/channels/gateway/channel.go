@@ -52,6 +52,7 @@ type Recorder interface {
 // Pusher is the gateway server's delivery side (*gateway.Server).
 type Pusher interface {
 	Push(appKey, deviceID string, id wire.MessageID, flags wire.PushFlags, payload []byte) (online bool, err error)
+	Disconnect(appKey, deviceID string, code wire.Code) bool
 }
 
 // Config of a Channel.
@@ -298,11 +299,23 @@ func (c *Channel) flush(key, device string) {
 	if !ok {
 		return
 	}
-	// A device logged out or blacklisted since gets nothing.
-	if v, err := c.cfg.Devices.Device(a.ID, device); err != nil || !v.Active || a.Excludes(v.DeviceID, v.Alias, v.Tags) {
+	// The credential verified without I/O on the event loop; here, off it,
+	// the registry says whether the device may still connect: one logged
+	// out (or never registered) is disconnected with 3505, one the app
+	// blacklisted with 3508, and neither gets anything.
+	v, err := c.cfg.Devices.Device(a.ID, device)
+	switch {
+	case errors.Is(err, projections.ErrNotFound) || (err == nil && !v.Active):
+		c.srv.Disconnect(key, device, wire.CodeCredentialRevoked)
+		return
+	case err != nil:
+		c.cfg.Logger.Error("gateway: device registry", "app", a.ID, "device", device, "err", err)
+		return
+	case a.Excludes(v.DeviceID, v.Alias, v.Tags):
+		c.srv.Disconnect(key, device, wire.CodeDeviceBlocked)
 		return
 	}
-	err := c.cfg.Outbox.Pending(a.ID, device, c.cfg.Now(), func(e Entry) bool {
+	err = c.cfg.Outbox.Pending(a.ID, device, c.cfg.Now(), func(e Entry) bool {
 		online, err := c.srv.Push(key, device, e.ID, e.Flags|wire.PushRedelivery, e.Payload)
 		return err == nil && online
 	})

@@ -52,6 +52,7 @@ type somePusher struct {
 	online map[string]bool
 	mu     sync.Mutex
 	pushed []string
+	kicked []string // device:code of Disconnect calls
 }
 
 func (p *somePusher) Push(_, device string, _ wire.MessageID, _ wire.PushFlags, _ []byte) (bool, error) {
@@ -62,6 +63,13 @@ func (p *somePusher) Push(_, device string, _ wire.MessageID, _ wire.PushFlags, 
 	defer p.mu.Unlock()
 	p.pushed = append(p.pushed, device)
 	return true, nil
+}
+
+func (p *somePusher) Disconnect(_, device string, code wire.Code) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.kicked = append(p.kicked, fmt.Sprintf("%s:%d", device, code))
+	return p.online[device]
 }
 
 // TestBroadcastReachesTheOnlineDevices: a broadcast is pushed at once to

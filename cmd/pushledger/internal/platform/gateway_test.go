@@ -3,6 +3,7 @@ package platform_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -317,11 +318,16 @@ func TestGatewayBroadcastSkipsBlacklisted(t *testing.T) {
 		}
 	}
 	ok, stolen, mallory := connect(t, c, "ok-1", t.TempDir()), connect(t, c, "stolen", t.TempDir()), connect(t, c, "mallory-phone", t.TempDir())
-	platformtest.Eventually(t, 10*time.Second, "online", func() bool { return in.P.Gateway.Stats().Online == 3 })
+	// The blacklisted devices are disconnected with 3508 as they connect.
+	platformtest.Eventually(t, 10*time.Second, "ok-1 online, the others refused", func() bool {
+		return in.P.Gateway.Online(c.AppKey, "ok-1") && in.P.Gateway.Stats().DisconnectsSent[wire.CodeDeviceBlocked] == 2
+	})
 	id := send(t, c, api.MessageRequest{Audience: message.Audience{Broadcast: true}, Notification: &message.Notification{Title: "all"}})
 	platformtest.Eventually(t, 10*time.Second, "delivered to ok-1", func() bool { return status(t, c, id).State == message.StateDelivered })
 	late := connect(t, c, "late-stolen", t.TempDir())
-	platformtest.Eventually(t, 10*time.Second, "late device online", func() bool { return in.P.Gateway.Online(c.AppKey, "late-stolen") })
+	platformtest.Eventually(t, 10*time.Second, "late device refused", func() bool {
+		return in.P.Gateway.Stats().DisconnectsSent[wire.CodeDeviceBlocked] == 3
+	})
 	// Another push to ok-1 after the late device's connect work: once it
 	// arrives, the late device's outbox flush has run too.
 	after := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"ok-1"}}, Notification: &message.Notification{Title: "after"}})
@@ -410,5 +416,46 @@ func TestGatewayLateDeliveryAfterFinalFailure(t *testing.T) {
 	}
 	if s := status(t, c, id); s.FinalFailure || s.Counts[message.StateDelivered] != 1 {
 		t.Errorf("status after the late delivery: %+v", s)
+	}
+}
+
+// refusal runs the SDK of device with credential acc until the server
+// refuses it for good, and returns the code of the refusal.
+func refusal(t *testing.T, c *client.Client, device string, acc client.GatewayAccess) wire.Code {
+	t.Helper()
+	sdk, err := gwclient.New(gwclient.Config{Addr: acc.Addr, AppKey: c.AppKey, DeviceID: device, Credential: acc.Credential,
+		ServerKey: acc.ServerKey, StoreDir: t.TempDir(), BackoffBase: 20 * time.Millisecond, BackoffCap: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		gwclient.HandlerFunc(func(context.Context, gwclient.Push) error { return nil }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdk.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var de *gwclient.DisconnectError
+	if err := sdk.Run(ctx); !errors.As(err, &de) {
+		t.Fatalf("%s: Run returned %v, want a refusal", device, err)
+	}
+	return de.Code
+}
+
+// TestGatewayRefusesRevokedDevices: a credential stays valid by itself,
+// but a device that logged out since it was issued is disconnected with
+// 3505 when it connects, and one the app blacklisted with 3508; the SDK
+// stops reconnecting.
+func TestGatewayRefusesRevokedDevices(t *testing.T) {
+	in := platformtest.Start(t, "")
+	c := gatewayApp(t, in)
+	register(t, c, "gone", "")
+	acc, err := c.GatewayAccess(context.Background(), "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/gone/logout", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code := refusal(t, c, "gone", acc); code != wire.CodeCredentialRevoked {
+		t.Errorf("logged-out device refused with %d, want 3505", code)
 	}
 }

@@ -75,6 +75,10 @@ type Config struct {
 	// GatewayProxyProtocol expects a PROXY protocol v2 header on every
 	// gateway connection.
 	GatewayProxyProtocol bool
+	// GatewayCredentialTTL is how long a device credential issued now is
+	// valid (0: it does not expire). A device with an expired credential
+	// is refused with 3504 and needs a new one from the app's backend.
+	GatewayCredentialTTL time.Duration
 	// SendTimeout bounds one channel send by the delivery runners; it must
 	// stay below the delivery policy's attempt timeout. Default 15 s.
 	SendTimeout time.Duration
@@ -242,7 +246,11 @@ func (p *Platform) openGateway(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("gateway.key: %w", err)
 	}
-	if p.Credentials, err = gateway.NewCredentials([]gateway.CredentialKey{{ID: "k1", Secret: credKey}}); err != nil {
+	var credOpts []gateway.CredentialsOption
+	if cfg.GatewayCredentialTTL > 0 {
+		credOpts = append(credOpts, gateway.WithTTL(cfg.GatewayCredentialTTL))
+	}
+	if p.Credentials, err = gateway.NewCredentials([]gateway.CredentialKey{{ID: "k1", Secret: credKey}}, credOpts...); err != nil {
 		return err
 	}
 	gcfg := gateway.Config{Addr: cfg.GatewayAddr, ProxyProtocol: cfg.GatewayProxyProtocol, Heartbeat: cfg.GatewayHeartbeat, Logger: cfg.Logger}
