@@ -99,7 +99,10 @@ type Push struct {
 type Handler interface {
 	// OnPush gets each message once (per StoreDir, among the last
 	// DedupSize ids). Returning nil acknowledges it: the client records
-	// the id and sends ACK. An error leaves it unacknowledged, so the
+	// the id (fsynced) and sends ACK. Should the process die after OnPush
+	// returned and before the record is on disk, OnPush gets the message
+	// again after the restart: exactly once needs a handler that stores
+	// what it got under the message id (p.ID), or that is idempotent. An error leaves it unacknowledged, so the
 	// server delivers it again on a later connection. Calls are
 	// sequential, on the connection's reading goroutine: a slow OnPush
 	// delays the connection's other input. ctx ends when the connection
