@@ -108,7 +108,7 @@ func (s *Server) postMessages(c echo.Context) error {
 	appID := appID(c)
 	a, ok := s.deps.Apps.ByID(appID)
 	if !ok {
-		return problem(http.StatusUnauthorized, SlugUnknownApp, "Unknown app", "")
+		return problem(http.StatusUnauthorized, SlugUnknownApp, "Unknown app", "no app has this app key")
 	}
 	// Validate and resolve everything first: a batch is accepted whole or not at all.
 	cmds := make([]prepared, len(reqs))
@@ -154,6 +154,12 @@ func (s *Server) prepare(a *app.App, r MessageRequest) (prepared, error) {
 	if len(r.IdempotencyKey) > 255 {
 		return prepared{}, problem(http.StatusUnprocessableEntity, SlugInvalidRequest, "Invalid request", "idempotency_key is longer than 255 bytes")
 	}
+	if namesNoTarget(r.Audience) {
+		// Like an audience that selects no device: the same problem type,
+		// whether nothing was named or nothing named is there.
+		return prepared{}, problem(http.StatusUnprocessableEntity, SlugEmptyAudience, "Empty audience",
+			"the audience names no target")
+	}
 	if err := r.Audience.Validate(); err != nil {
 		return prepared{}, err
 	}
@@ -189,6 +195,17 @@ func (s *Server) prepare(a *app.App, r MessageRequest) (prepared, error) {
 		return prepared{}, err
 	}
 	return prepared{cmd: cmd, evs: evs}, nil
+}
+
+// namesNoTarget reports an audience with no selector at all: absent, {},
+// or only empty lists (tags included), and no broadcast. An audience naming
+// more than one kind of selector, or tags with only none_of, is left to the
+// domain's validation (invalid-request).
+func namesNoTarget(aud message.Audience) bool {
+	if aud.Broadcast || len(aud.DeviceIDs) > 0 || len(aud.Aliases) > 0 {
+		return false
+	}
+	return aud.Tags == nil || len(aud.Tags.AllOf) == 0 && len(aud.Tags.AnyOf) == 0 && len(aud.Tags.NoneOf) == 0
 }
 
 func blacklistedTarget(a *app.App, aud message.Audience) string {

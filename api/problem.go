@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -103,21 +104,29 @@ func toProblem(err error) *problemError {
 		}
 		return problem(he.Code, "http-"+strconv.Itoa(he.Code), http.StatusText(he.Code), fmt.Sprint(he.Message))
 	}
+	// Authentication problems get details written for the client, never the
+	// error chain ("authenticate request: signing: ..."), which is the
+	// server's own vocabulary.
 	switch {
 	case errors.Is(err, signing.ErrMissingHeaders):
-		return problem(401, SlugMissingCreds, "Missing credentials", err.Error())
+		return problem(401, SlugMissingCreds, "Missing credentials", missingHeadersDetail(err))
 	case errors.Is(err, signing.ErrMalformedHeader):
-		return problem(401, SlugMalformedCreds, "Malformed credentials", err.Error())
+		return problem(401, SlugMalformedCreds, "Malformed credentials", malformedDetail(err))
 	case errors.Is(err, signing.ErrUnknownApp):
 		return problem(401, SlugUnknownApp, "Unknown app", "no app has this app key")
 	case errors.Is(err, signing.ErrStaleTimestamp):
-		return problem(401, SlugStaleTimestamp, "Stale timestamp", err.Error())
+		return problem(401, SlugStaleTimestamp, "Stale timestamp", staleDetail(err))
 	case errors.Is(err, signing.ErrReplayedNonce):
 		return problem(401, SlugReplayedNonce, "Replayed nonce", "this nonce was already used within the timestamp window")
 	case errors.Is(err, signing.ErrBadSignature):
 		return problem(401, SlugBadSignature, "Bad signature", "the signature does not match the request")
 	case errors.Is(err, signing.ErrBodyTooLarge):
-		return problem(413, SlugPayloadTooLarge, "Payload too large", err.Error())
+		detail := "the body is too large"
+		var be *signing.BodyTooLargeError
+		if errors.As(err, &be) {
+			detail = fmt.Sprintf("the body is over %d bytes", be.Limit)
+		}
+		return problem(413, SlugPayloadTooLarge, "Payload too large", detail)
 	case errors.Is(err, projections.ErrEmptyAudience):
 		return problem(422, SlugEmptyAudience, "Empty audience", err.Error())
 	case errors.Is(err, projections.ErrBadPageToken):
@@ -133,6 +142,46 @@ func toProblem(err error) *problemError {
 		return problem(409, SlugConflict, "Conflict", "too many concurrent changes; retry")
 	}
 	return &problemError{slug: SlugInternal, title: "Internal error", status: 500, cause: err}
+}
+
+// missingHeadersDetail names the absent authentication headers.
+func missingHeadersDetail(err error) string {
+	var me *signing.MissingHeadersError
+	if !errors.As(err, &me) || len(me.Headers) == 0 {
+		return "the authentication headers are missing"
+	}
+	if len(me.Headers) == 1 {
+		return "the " + me.Headers[0] + " header is missing or empty"
+	}
+	return "the " + strings.Join(me.Headers, ", ") + " headers are missing or empty"
+}
+
+// malformedDetail says which header (or the query) is badly formed and why,
+// without the header's value.
+func malformedDetail(err error) string {
+	var me *signing.MalformedError
+	if !errors.As(err, &me) {
+		return "an authentication header is badly formed"
+	}
+	if me.Field == "query" {
+		return "the query string cannot be canonicalised: " + me.Reason
+	}
+	return me.Field + " " + me.Reason
+}
+
+// staleDetail gives the client's and the server's time and the window, so
+// that the client can see how far its clock is off.
+func staleDetail(err error) string {
+	var se *signing.StaleTimestampError
+	if !errors.As(err, &se) {
+		return "X-Timestamp is outside the allowed window around the server clock"
+	}
+	off, dir := se.Now-se.Timestamp, "behind"
+	if off < 0 {
+		off, dir = -off, "ahead of"
+	}
+	return fmt.Sprintf("X-Timestamp %d is %d s %s the server clock (%d); at most %s s is allowed",
+		se.Timestamp, off, dir, se.Now, strconv.FormatFloat(se.Window.Seconds(), 'f', -1, 64))
 }
 
 func (s *Server) errorHandler(err error, c echo.Context) {

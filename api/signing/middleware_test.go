@@ -187,6 +187,9 @@ func TestMiddlewareRejects(t *testing.T) {
 		{"stale future", with(func(c *call) { c.at = now.Add(301 * time.Second) }), 401, "stale-timestamp"},
 		{"unknown app", with(func(c *call) { c.appKey = "app_unknown" }), 401, "unknown-app"},
 		{"wrong secret", with(func(c *call) { c.secret = "not-the-secret" }), 401, "bad-signature"},
+		{"upper-case signature", with(func(c *call) {
+			c.mutate = func(r *http.Request) { r.Header.Set("X-Signature", strings.ToUpper(r.Header.Get("X-Signature"))) }
+		}), 401, "bad-signature"},
 		{"body tampered", with(func(c *call) {
 			c.mutate = func(r *http.Request) { r.Body = io.NopCloser(strings.NewReader(`{"x":2}`)) }
 		}), 401, "bad-signature"},

@@ -79,8 +79,8 @@ var (
 	// ErrReplayedNonce: the nonce was already used by this app key within the
 	// window [replayed-nonce].
 	ErrReplayedNonce = errors.New("signing: nonce already used")
-	// ErrBadSignature: X-Signature does not match the request
-	// [bad-signature]. Carried by *SignatureError.
+	// ErrBadSignature: X-Signature does not match the request, or is 64 hex
+	// digits not all lowercase [bad-signature]. Carried by *SignatureError.
 	ErrBadSignature = errors.New("signing: signature mismatch")
 	// ErrBodyTooLarge: the request body exceeds the verifier's limit
 	// [payload-too-large]. Carried by *BodyTooLargeError.
@@ -493,7 +493,9 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 //     canonicalisable (ErrMalformedHeader);
 //  3. timestamp within the window (ErrStaleTimestamp);
 //  4. app lookup (ErrUnknownApp, or a wrapped internal error);
-//  5. signature, compared in constant time (ErrBadSignature);
+//  5. signature, compared in constant time (ErrBadSignature); it must be
+//     lowercase hex, as Sign writes it: an upper-case X-Signature is
+//     ErrBadSignature even when it spells the right bytes;
 //  6. nonce not used before by this app key (ErrReplayedNonce, or a wrapped
 //     store error).
 //
@@ -537,9 +539,9 @@ func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte, max
 	if err := checkNonce(nonce); err != nil {
 		return Credentials{}, err
 	}
-	sig, ok := parseSignature(sigHex)
+	sig, lower, ok := parseSignature(sigHex)
 	if !ok {
-		return Credentials{}, &MalformedError{Field: HeaderSignature, Reason: "must be 64 hex digits"}
+		return Credentials{}, &MalformedError{Field: HeaderSignature, Reason: "must be 64 lowercase hex digits"}
 	}
 	cq, err := CanonicalQuery(r.URL.RawQuery)
 	if err != nil {
@@ -563,11 +565,13 @@ func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte, max
 		return Credentials{}, errors.New("signing: app store returned an empty secret")
 	}
 
-	// 5. Signature, compared in constant time.
+	// 5. Signature, compared in constant time. The scheme's encoding is
+	// lowercase hex: a signature with an upper-case digit is not the
+	// signature of any request, even when the bytes it spells match.
 	var buf [256]byte
 	msg := appendStringToSign(buf[:0], r.Method, r.URL.EscapedPath(), cq, ts, nonce, body)
 	var sum [sha256.Size]byte
-	if !hmac.Equal(mac(sum[:0], creds.Secret, msg), sig[:]) {
+	if match := hmac.Equal(mac(sum[:0], creds.Secret, msg), sig[:]); !match || !lower {
 		return Credentials{}, &SignatureError{StringToSign: string(msg)}
 	}
 
@@ -584,7 +588,7 @@ func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte, max
 
 func checkAppKey(s string) error {
 	if len(s) > MaxAppKeyLen {
-		return &MalformedError{Field: HeaderAppKey, Reason: "longer than " + strconv.Itoa(MaxAppKeyLen) + " bytes"}
+		return &MalformedError{Field: HeaderAppKey, Reason: "must be at most " + strconv.Itoa(MaxAppKeyLen) + " bytes"}
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c <= ' ' || c >= 0x7f {
@@ -610,21 +614,31 @@ func parseTimestamp(s string) (int64, error) {
 	return n, nil
 }
 
-// parseSignature decodes 64 hex digits (either case).
-func parseSignature(s string) (sig [sha256.Size]byte, ok bool) {
+// parseSignature decodes 64 hex digits; ok is false when s is not 64 hex
+// digits (of either case), and lower reports whether every digit is
+// lowercase, the only encoding the scheme allows. An upper-case signature is
+// decoded all the same so that Verify rejects it at the signature step, as a
+// signature that does not match (ErrBadSignature).
+func parseSignature(s string) (sig [sha256.Size]byte, lower, ok bool) {
 	if len(s) != 2*sha256.Size {
-		return sig, false
+		return sig, false, false
 	}
+	lower = true
 	for i := range sig {
 		hi, ok1 := unhex(s[2*i])
 		lo, ok2 := unhex(s[2*i+1])
 		if !ok1 || !ok2 {
-			return sig, false
+			return sig, false, false
+		}
+		if isUpperHex(s[2*i]) || isUpperHex(s[2*i+1]) {
+			lower = false
 		}
 		sig[i] = hi<<4 | lo
 	}
-	return sig, true
+	return sig, lower, true
 }
+
+func isUpperHex(c byte) bool { return 'A' <= c && c <= 'F' }
 
 func checkNonce(s string) error {
 	ok := len(s) >= MinNonceLen && len(s) <= MaxNonceLen

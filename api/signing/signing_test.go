@@ -240,7 +240,7 @@ func TestVerifyKnownAnswer(t *testing.T) {
 	r.Header.Set("X-App-Key", katAppKey)
 	r.Header.Set("X-Timestamp", "1700000000")
 	r.Header.Set("X-Nonce", katNonce)
-	r.Header.Set("X-Signature", strings.ToUpper(katSignature)) // hex case is not significant
+	r.Header.Set("X-Signature", katSignature)
 	creds, err := f.v.Verify(context.Background(), r, []byte(katBody))
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
@@ -293,6 +293,21 @@ func TestVerifyRejections(t *testing.T) {
 		{name: "nonce bad char", req: sign(set("X-Nonce", "abcdefghijklmno=")), want: signing.ErrMalformedHeader},
 		{name: "signature short", req: sign(set("X-Signature", "abcd")), want: signing.ErrMalformedHeader},
 		{name: "signature not hex", req: sign(set("X-Signature", strings.Repeat("g", 64))), want: signing.ErrMalformedHeader},
+		// The scheme's encoding is lowercase hex: the right MAC spelt in
+		// upper or mixed case is not a valid signature.
+		{name: "signature upper case", req: sign(func(r *http.Request) {
+			r.Header.Set("X-Signature", strings.ToUpper(r.Header.Get("X-Signature")))
+		}), want: signing.ErrBadSignature},
+		{name: "signature mixed case", req: sign(func(r *http.Request) {
+			sig := []byte(r.Header.Get("X-Signature"))
+			for i, c := range sig {
+				if 'a' <= c && c <= 'f' {
+					sig[i] = c - 'a' + 'A' // one digit is enough
+					break
+				}
+			}
+			r.Header.Set("X-Signature", string(sig))
+		}), want: signing.ErrBadSignature},
 		{name: "app key with space", req: sign(set("X-App-Key", "app 1")), want: signing.ErrMalformedHeader},
 		{name: "app key too long", req: sign(set("X-App-Key", strings.Repeat("k", 257))), want: signing.ErrMalformedHeader},
 		{name: "query not decodable", req: sign(func(r *http.Request) { r.URL.RawQuery = "a=%zz" }), want: signing.ErrMalformedHeader},
@@ -360,6 +375,34 @@ func TestVerifyRejections(t *testing.T) {
 				t.Errorf("rejected request recorded a nonce")
 			}
 		})
+	}
+}
+
+// TestVerifyRejectsUpperCaseSignature: X-Signature is lowercase hex, so the
+// known-answer signature in upper case is refused as a bad signature (and
+// does not use up the nonce), while the lowercase one is accepted.
+func TestVerifyRejectsUpperCaseSignature(t *testing.T) {
+	f := newVerifyFixture(t)
+	req := func(sig string) *http.Request {
+		r, err := http.NewRequest("POST", "http://api.test"+katPath+"?"+katRawQuery, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("X-App-Key", katAppKey)
+		r.Header.Set("X-Timestamp", "1700000000")
+		r.Header.Set("X-Nonce", katNonce)
+		r.Header.Set("X-Signature", sig)
+		return r
+	}
+	_, err := f.v.Verify(context.Background(), req(strings.ToUpper(katSignature)), []byte(katBody))
+	if !errors.Is(err, signing.ErrBadSignature) || errors.Is(err, signing.ErrMalformedHeader) {
+		t.Fatalf("upper-case signature: err = %v, want %v", err, signing.ErrBadSignature)
+	}
+	if f.nonces.Len() != 0 {
+		t.Fatalf("rejected request recorded a nonce")
+	}
+	if _, err := f.v.Verify(context.Background(), req(katSignature), []byte(katBody)); err != nil {
+		t.Fatalf("lowercase signature: %v", err)
 	}
 }
 

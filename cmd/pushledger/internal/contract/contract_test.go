@@ -561,7 +561,7 @@ func TestContract(t *testing.T) {
 		// An alias whose only device is blacklisted resolves to nothing.
 		c.ok(req{method: "PUT", path: "/v1/devices/stolen-1/alias", app: &A, body: message{"alias": "eve"}}, 200, nil)
 		c.fails(req{method: "POST", path: "/v1/messages", app: &A, body: message{"audience": message{"aliases": []string{"eve"}}, "notification": notif("x")}}, 422, api.SlugEmptyAudience)
-		c.fails(req{method: "POST", path: "/v1/messages", app: &A, body: message{"audience": message{}, "notification": notif("x")}, specInvalid: true}, 422, api.SlugInvalidRequest)
+		c.fails(req{method: "POST", path: "/v1/messages", app: &A, body: message{"audience": message{}, "notification": notif("x")}, specInvalid: true}, 422, api.SlugEmptyAudience)
 		c.fails(req{method: "POST", path: "/v1/messages", app: &A, body: message{"audience": message{"device_ids": []string{"phone-1"}, "broadcast": true}, "notification": notif("x")}, specInvalid: true}, 422, api.SlugInvalidRequest)
 		c.fails(req{method: "POST", path: "/v1/messages", app: &A, body: message{"audience": message{"device_ids": []string{"phone-1"}}}, specInvalid: true}, 422, api.SlugInvalidRequest)
 		c.fails(req{method: "POST", path: "/v1/messages", app: &A, body: message{"audience": message{"device_ids": []string{"phone-1"}}, "data": 1, "priority": "urgent"}, specInvalid: true}, 422, api.SlugInvalidRequest)
