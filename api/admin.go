@@ -180,5 +180,15 @@ func (s *Server) postBlacklist(c echo.Context) error {
 	if len(r.Remove) > 0 {
 		cmds = append(cmds, app.RemoveFromBlacklist{Kind: r.Kind, Values: r.Remove})
 	}
-	return s.appCommand(c, cmds...)
+	if err := s.appCommand(c, cmds...); err != nil {
+		return err
+	}
+	// Devices blacklisted by id lose their live connection now; by user or
+	// group, at their next connect.
+	if r.Kind == app.KindDevice {
+		for _, d := range r.Add {
+			s.revoke(c.Param("id"), d, true)
+		}
+	}
+	return nil
 }

@@ -154,9 +154,11 @@ func (s *Server) postTags(c echo.Context) error {
 }
 
 func (s *Server) postLogout(c echo.Context) error {
-	if _, err := s.runDevice(c, device.Logout{}); err != nil {
+	id, err := s.runDevice(c, device.Logout{})
+	if err != nil {
 		return err
 	}
+	s.revoke(appID(c), id, false)
 	return c.NoContent(http.StatusNoContent)
 }
 
@@ -166,6 +168,21 @@ type Gateway interface {
 	// appKey, and says where and how to connect: the gateway's address and
 	// the server key to pin (nil on plain TCP).
 	IssueCredential(appKey, device string) (credential []byte, addr string, serverKey []byte, err error)
+	// Revoke closes the device's live connection, if it has one: it
+	// logged out (blocked false; DISCONNECT 3505) or the app blacklisted
+	// it (blocked true; 3508). Its later connects are refused as well.
+	Revoke(appKey, device string, blocked bool)
+}
+
+// revoke tells the gateway, if there is one, that device of app lost its
+// right to connect.
+func (s *Server) revoke(appID, device string, blocked bool) {
+	if s.deps.Gateway == nil {
+		return
+	}
+	if a, ok := s.deps.Apps.ByID(appID); ok {
+		s.deps.Gateway.Revoke(a.Key, device, blocked)
+	}
 }
 
 // DeviceCredential answers POST /v1/devices/{id}/credential.

@@ -458,4 +458,48 @@ func TestGatewayRefusesRevokedDevices(t *testing.T) {
 	if code := refusal(t, c, "gone", acc); code != wire.CodeCredentialRevoked {
 		t.Errorf("logged-out device refused with %d, want 3505", code)
 	}
+
+	// Connected devices lose their connection when they log out, or when
+	// the app blacklists them by id.
+	register(t, c, "leaving", "")
+	register(t, c, "stolen", "")
+	connect(t, c, "leaving", t.TempDir())
+	connect(t, c, "stolen", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "online", func() bool {
+		return in.P.Gateway.Online(c.AppKey, "leaving") && in.P.Gateway.Online(c.AppKey, "stolen")
+	})
+	sent := func(code wire.Code) uint64 { return in.P.Gateway.Stats().DisconnectsSent[code] }
+	revoked := sent(wire.CodeCredentialRevoked)
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/leaving/logout", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	platformtest.Eventually(t, 10*time.Second, "3505 to the device that logged out", func() bool {
+		return sent(wire.CodeCredentialRevoked) == revoked+1 && !in.P.Gateway.Online(c.AppKey, "leaving")
+	})
+	appID := appIDOf(t, in, c)
+	if err := in.Admin.Do(context.Background(), http.MethodPost, "/admin/v1/apps/"+appID+"/blacklist", nil,
+		map[string]any{"kind": "device", "add": []string{"stolen"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	platformtest.Eventually(t, 10*time.Second, "3508 to the blacklisted device", func() bool {
+		return sent(wire.CodeDeviceBlocked) == 1 && !in.P.Gateway.Online(c.AppKey, "stolen")
+	})
+}
+
+// appIDOf finds the id of c's app.
+func appIDOf(t *testing.T, in *platformtest.Instance, c *client.Client) string {
+	t.Helper()
+	var apps struct {
+		Apps []api.AppView `json:"apps"`
+	}
+	if err := in.Admin.Do(context.Background(), http.MethodGet, "/admin/v1/apps", nil, nil, &apps); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range apps.Apps {
+		if a.AppKey == c.AppKey {
+			return a.AppID
+		}
+	}
+	t.Fatalf("no app with key %s", c.AppKey)
+	return ""
 }

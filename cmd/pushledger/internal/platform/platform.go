@@ -296,6 +296,19 @@ func (d deviceAuth) Authenticate(appKey, deviceID string, credential []byte, now
 	return nil
 }
 
+// Revoke implements api.Gateway: the device's live connection, if any,
+// gets DISCONNECT 3505 (logged out) or 3508 (blacklisted).
+func (p *Platform) Revoke(appKey, device string, blocked bool) {
+	if p.Gateway == nil {
+		return
+	}
+	code := wire.CodeCredentialRevoked
+	if blocked {
+		code = wire.CodeDeviceBlocked
+	}
+	p.Gateway.Disconnect(appKey, device, code)
+}
+
 // IssueCredential issues device's credential for the app with key, with
 // the gateway's address and the Noise public key to pin (nil on plain
 // TCP). It is the API's api.Gateway.
