@@ -217,7 +217,11 @@ func (s *Server) adminAuth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		got := []byte(c.Request().Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
-			return problem(http.StatusUnauthorized, SlugUnauthorized, "Unauthorized", "admin endpoints need Authorization: Bearer <admin token>")
+			detail := "admin endpoints need Authorization: Bearer <admin token>"
+			if len(got) > 0 {
+				detail = "the Authorization header does not carry the admin token"
+			}
+			return problem(http.StatusUnauthorized, SlugUnauthorized, "Unauthorized", detail)
 		}
 		// Admin bodies are small (an app, a channel, a policy): 64 KiB.
 		c.Request().Body = http.MaxBytesReader(c.Response(), c.Request().Body, 64<<10)

@@ -330,8 +330,12 @@ func TestContract(t *testing.T) {
 			t.Fatalf("two apps share credentials: %+v %+v", a, b)
 		}
 
-		c.fails(req{method: "POST", path: "/admin/v1/apps", body: message{"name": "x"}}, 401, api.SlugUnauthorized)
-		c.fails(req{method: "POST", path: "/admin/v1/apps", admin: "wrong", body: message{"name": "x"}}, 401, api.SlugUnauthorized)
+		if r := c.fails(req{method: "POST", path: "/admin/v1/apps", body: message{"name": "x"}}, 401, api.SlugUnauthorized); !strings.Contains(r.problem.Detail, "need Authorization") {
+			t.Errorf("no admin token: detail %q", r.problem.Detail)
+		}
+		if r := c.fails(req{method: "POST", path: "/admin/v1/apps", admin: "wrong", body: message{"name": "x"}}, 401, api.SlugUnauthorized); !strings.Contains(r.problem.Detail, "does not carry the admin token") {
+			t.Errorf("wrong admin token: detail %q", r.problem.Detail)
+		}
 		c.fails(req{method: "GET", path: "/admin/v1/apps"}, 401, api.SlugUnauthorized)
 		c.fails(req{method: "GET", path: "/admin/v1/apps/" + a.AppID}, 401, api.SlugUnauthorized)
 		c.fails(req{method: "POST", path: "/admin/v1/apps", admin: admin, body: `{"name":`, specInvalid: true}, 400, api.SlugMalformedJSON)
