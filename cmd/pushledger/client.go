@@ -210,20 +210,26 @@ func sendCmd() *cobra.Command {
 }
 
 func statusCmd() *cobra.Command {
-	return &cobra.Command{
-		Use: "status MESSAGE_ID", Short: "Show a message's status", Args: cobra.ExactArgs(1),
+	cmd := &cobra.Command{
+		Use: "status MESSAGE_ID", Short: "Show a message's status, or with --device what happened to it on one device", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cl, err := apiClient(cmd, false)
 			if err != nil {
 				return err
 			}
+			path := "/v1/messages/" + url.PathEscape(args[0])
+			if d, _ := cmd.Flags().GetString("device"); d != "" {
+				path += "/devices/" + url.PathEscape(d)
+			}
 			var out any
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/messages/"+url.PathEscape(args[0]), nil, nil, &out); err != nil {
+			if err := cl.Do(cmd.Context(), http.MethodGet, path, nil, nil, &out); err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), out)
 		},
 	}
+	cmd.Flags().String("device", "", "a device id: whether the message targeted it, and when it was delivered and opened there")
+	return cmd
 }
 
 func historyCmd() *cobra.Command {

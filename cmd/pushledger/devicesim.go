@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -42,8 +43,12 @@ func deviceRunCmd() *cobra.Command {
 			storeDir, _ := f.GetString("store-dir")
 			quiet, _ := f.GetBool("quiet")
 			noRegister, _ := f.GetBool("no-register")
+			openRate, _ := f.GetFloat64("open-rate")
 			if n < 1 {
 				return fmt.Errorf("--count must be at least 1")
+			}
+			if openRate < 0 || openRate > 1 {
+				return fmt.Errorf("--open-rate must be between 0 and 1")
 			}
 			if storeDir == "" {
 				if storeDir, err = os.MkdirTemp("", "pushledger-devices-"); err != nil {
@@ -58,8 +63,15 @@ func deviceRunCmd() *cobra.Command {
 			var wg sync.WaitGroup
 			for i := range n {
 				id := fmt.Sprintf("%s%d", prefix, i+1)
-				sdk, err := simulatedDevice(ctx, cl, id, filepath.Join(storeDir, id), !noRegister, func(p gwclient.Push) {
+				var sdk *gwclient.Client
+				sdk, err = simulatedDevice(ctx, cl, id, filepath.Join(storeDir, id), !noRegister, func(p gwclient.Push) {
 					received.Add(1)
+					opened := openRate > 0 && rand.Float64() < openRate
+					if opened {
+						// The user taps it: reported after the ACK, off the
+						// SDK's reading goroutine.
+						go func() { _ = sdk.Opened(p.ID) }()
+					}
 					if quiet {
 						return
 					}
@@ -77,8 +89,17 @@ func deviceRunCmd() *cobra.Command {
 					if len(pl.Data) > 0 {
 						line += "  data=" + string(pl.Data)
 					}
+					if opened {
+						line += "  (opened)"
+					}
 					fmt.Fprintln(out, line)
-				}, func() { connected.Add(1) })
+				}, func() {
+					if c := connected.Add(1); c == int64(n) && !quiet {
+						mu.Lock()
+						fmt.Fprintf(cmd.ErrOrStderr(), "%d devices connected\n", n)
+						mu.Unlock()
+					}
+				})
 				if err != nil {
 					return fmt.Errorf("device %s: %w", id, err)
 				}
@@ -117,6 +138,7 @@ func deviceRunCmd() *cobra.Command {
 	f.String("store-dir", "", "the devices' SDK stores (dedup), one directory each (default: a temporary directory)")
 	f.Bool("quiet", false, "print a summary every second instead of every push")
 	f.Bool("no-register", false, "do not register the devices first (they must exist)")
+	f.Float64("open-rate", 0, "fraction of the pushes each device reports as opened by its user (0 to 1)")
 	return cmd
 }
 

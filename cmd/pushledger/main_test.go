@@ -311,7 +311,7 @@ func TestDeviceRun(t *testing.T) {
 	}
 	var devOut syncBuffer
 	root := newRoot(&devOut, &bytes.Buffer{})
-	root.SetArgs([]string{"device", "run", "--count", "2", "--prefix", "sim-"})
+	root.SetArgs([]string{"device", "run", "--count", "2", "--prefix", "sim-", "--open-rate", "1"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
@@ -325,14 +325,23 @@ func TestDeviceRun(t *testing.T) {
 	}
 	id := strings.TrimSpace(out)
 	platformtest.Eventually(t, 10*time.Second, "printed by the device", func() bool {
-		return strings.Contains(devOut.String(), "sim-2  "+id+`  "Hello" "device"`)
+		return strings.Contains(devOut.String(), "sim-2  "+id+`  "Hello" "device"  (opened)`)
 	})
-	platformtest.Eventually(t, 10*time.Second, "delivered", func() bool {
+	platformtest.Eventually(t, 10*time.Second, "delivered and opened", func() bool {
 		out, err := run(t, env, "history", id)
-		return err == nil && strings.Contains(out, "message.delivered.v2")
+		return err == nil && strings.Contains(out, "message.delivered.v2") && strings.Contains(out, "message.opened.v1")
 	})
 	if strings.Contains(devOut.String(), "sim-1  "+id) {
 		t.Error("sim-1 got sim-2's push")
+	}
+	// What happened to the message on each device.
+	out, err = run(t, env, "status", id, "--device", "sim-2")
+	if err != nil || !strings.Contains(out, `"targeted": true`) || !strings.Contains(out, `"delivered_at"`) || !strings.Contains(out, `"opened_at"`) {
+		t.Errorf("status --device sim-2: %v\n%s", err, out)
+	}
+	out, err = run(t, env, "status", id, "--device", "sim-1")
+	if err != nil || !strings.Contains(out, `"targeted": false`) || strings.Contains(out, `"delivered_at"`) {
+		t.Errorf("status --device sim-1: %v\n%s", err, out)
 	}
 }
 
