@@ -106,8 +106,8 @@ func registerCmd(appID, id string) device.Register {
 
 func acceptCmd(id string) message.Accept {
 	return message.Accept{
-		MessageID: id, AppID: "app1", Audience: message.Audience{DeviceIDs: []string{"d1"}},
-		Targets: []string{"d1"}, TargetCount: 1, Notification: &message.Notification{Title: "hi", Body: "there"},
+		MessageID: id, AppID: "app1", Audience: message.Audience{DeviceIDs: []string{"d0", "d1"}},
+		Targets: []string{"d0", "d1"}, TargetCount: 2, Notification: &message.Notification{Title: "hi", Body: "there"},
 	}
 }
 

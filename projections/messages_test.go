@@ -59,7 +59,7 @@ func TestFoldStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s.ID != "m1" || s.AppID != "app1" || s.Attempt != 2 || s.Channel != "fcm" || s.LastError != "timeout" || s.FinalFailure ||
-		s.TargetCount != 2 || s.SendAt != nil || !s.AcceptedAt.Equal(m.AcceptedAt) || !s.UpdatedAt.Equal(m.UpdatedAt) ||
+		s.TargetCount != 5 || s.SendAt != nil || !s.AcceptedAt.Equal(m.AcceptedAt) || !s.UpdatedAt.Equal(m.UpdatedAt) ||
 		!s.ExpiresAt.Equal(m.ExpiresAt) || s.Revision != uint64(len(steps)) {
 		t.Fatalf("status %+v\nmessage %+v", s, m)
 	}

@@ -124,8 +124,8 @@ func (e *env) message(t *testing.T, id string, cmd message.Command) commands.Res
 func (e *env) accept(t *testing.T, appID, id string) commands.Result {
 	t.Helper()
 	_, res, err := e.h.AcceptMessage(context.Background(), message.Accept{
-		MessageID: id, AppID: appID, Audience: message.Audience{DeviceIDs: []string{"d1", "d2"}},
-		Targets: []string{"d1", "d2"}, TargetCount: 2, Data: json.RawMessage(`{"n":1}`),
+		MessageID: id, AppID: appID, Audience: message.Audience{DeviceIDs: []string{"d1", "d2", "d3", "d4", "d5"}},
+		Targets: []string{"d1", "d2", "d3", "d4", "d5"}, TargetCount: 5, Data: json.RawMessage(`{"n":1}`),
 	})
 	if err != nil {
 		t.Fatalf("accept %s: %v", id, err)

@@ -595,7 +595,9 @@ func TestBackgroundRuleHoldsUntilOnline(t *testing.T) {
 func TestLaterAcknowledgementsAreNotDecided(t *testing.T) {
 	w := newWorld(t, worldOptions{dir: t.TempDir(), channels: map[string]int{"alpha": 0}})
 	r := w.start(t, sagas.Config{}, nil, newChannel("alpha", nil))
-	w.accept(t, "m-1", nil)
+	w.accept(t, "m-1", func(c *message.Accept) { // a broadcast: every device of the app is a target
+		c.Audience, c.Targets = message.Audience{Broadcast: true}, nil
+	})
 	w.waitSettled(t, 5*time.Second, "m-1")
 	ctx := context.Background()
 	if _, _, err := w.cmd.Message(ctx, "m-1", message.RecordDeliveries{DeviceIDs: []string{"device-1"}, Channel: "alpha"}); err != nil {
