@@ -231,8 +231,9 @@ func newVerifyFixture(t testing.TB) *verifyFixture {
 	return f
 }
 
-func TestVerifyKnownAnswer(t *testing.T) {
-	f := newVerifyFixture(t)
+// katRequest is the known-answer request with X-Signature sig.
+func katRequest(t *testing.T, sig string) *http.Request {
+	t.Helper()
 	r, err := http.NewRequest("POST", "http://api.test"+katPath+"?"+katRawQuery, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -240,8 +241,13 @@ func TestVerifyKnownAnswer(t *testing.T) {
 	r.Header.Set("X-App-Key", katAppKey)
 	r.Header.Set("X-Timestamp", "1700000000")
 	r.Header.Set("X-Nonce", katNonce)
-	r.Header.Set("X-Signature", katSignature)
-	creds, err := f.v.Verify(context.Background(), r, []byte(katBody))
+	r.Header.Set("X-Signature", sig)
+	return r
+}
+
+func TestVerifyKnownAnswer(t *testing.T) {
+	f := newVerifyFixture(t)
+	creds, err := f.v.Verify(context.Background(), katRequest(t, katSignature), []byte(katBody))
 	if err != nil {
 		t.Fatalf("Verify: %v", err)
 	}
@@ -383,17 +389,7 @@ func TestVerifyRejections(t *testing.T) {
 // does not use up the nonce), while the lowercase one is accepted.
 func TestVerifyRejectsUpperCaseSignature(t *testing.T) {
 	f := newVerifyFixture(t)
-	req := func(sig string) *http.Request {
-		r, err := http.NewRequest("POST", "http://api.test"+katPath+"?"+katRawQuery, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.Header.Set("X-App-Key", katAppKey)
-		r.Header.Set("X-Timestamp", "1700000000")
-		r.Header.Set("X-Nonce", katNonce)
-		r.Header.Set("X-Signature", sig)
-		return r
-	}
+	req := func(sig string) *http.Request { return katRequest(t, sig) }
 	_, err := f.v.Verify(context.Background(), req(strings.ToUpper(katSignature)), []byte(katBody))
 	if !errors.Is(err, signing.ErrBadSignature) || errors.Is(err, signing.ErrMalformedHeader) {
 		t.Fatalf("upper-case signature: err = %v, want %v", err, signing.ErrBadSignature)
