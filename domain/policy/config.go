@@ -95,6 +95,14 @@ type ChannelPolicy struct {
 	// allowed while the app is in the background if the device is online
 	// on the gateway. See ResendAllowed.
 	AppDedup bool `json:"app_dedup"`
+	// StoreAndForward marks a channel that keeps a push it accepted for an
+	// offline device until the message expires, and hands it over when
+	// the device connects (pushledger's gateway). When its ack window ends
+	// and nothing else can be tried (no channel left, the attempts spent,
+	// a retry only after expiry), the message keeps waiting for the
+	// acknowledgement until it expires instead of failing finally: the
+	// push is still on its way.
+	StoreAndForward bool `json:"store_and_forward"`
 }
 
 // DefaultConfig returns the policy of an app nobody configured:
@@ -102,7 +110,7 @@ type ChannelPolicy struct {
 //   - 6 attempts per cycle, 3 manual resends, attempts lost after 1 min;
 //   - any channel: DefaultRetryPolicy, no ack window;
 //   - gateway: 3 attempts 1 s doubling up to 1 min, ack window 30 s,
-//     app dedup;
+//     app dedup, store and forward;
 //   - apns: DefaultRetryPolicy, ack window 10 min, held in background;
 //   - fcm: 3 attempts 10 s doubling up to 5 min, at least 1 min after a 429
 //     (FCM's documented minimum for QUOTA_EXCEEDED), ack window 10 min;
@@ -120,7 +128,7 @@ func DefaultConfig() Config {
 		AttemptTimeout: time.Minute,
 		Default:        ChannelPolicy{Retry: DefaultRetryPolicy()},
 		Channels: map[string]ChannelPolicy{
-			ChannelGateway: {Retry: gw, AckWindow: 30 * time.Second, AppDedup: true},
+			ChannelGateway: {Retry: gw, AckWindow: 30 * time.Second, AppDedup: true, StoreAndForward: true},
 			ChannelAPNs:    {Retry: DefaultRetryPolicy(), AckWindow: 10 * time.Minute, HoldInBackground: true},
 			ChannelFCM:     {Retry: fcm, AckWindow: 10 * time.Minute},
 			ChannelWebhook: {Retry: DefaultRetryPolicy()},

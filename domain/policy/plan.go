@@ -219,7 +219,9 @@ func ResendAllowed(handed bool, target ChannelPolicy, pr Presence) bool {
 //     the attempt as failed with ReasonAttemptTimeout (see AfterFailure);
 //   - sent: Wait for the acknowledgement until the channel's ack window
 //     ends (for ever, that is until expiry, when it has none), then treat
-//     the attempt as failed with ReasonAckTimeout, resent at once;
+//     the attempt as failed with ReasonAckTimeout, resent at once; on a
+//     StoreAndForward channel, when that failure would give up, Wait
+//     until expiry instead (nothing is recorded);
 //   - failed, not finally: Retry or Failover as AfterFailure decided when
 //     the failure was recorded, from what the failed event holds (it does
 //     not hold the provider's Retry-After: a recomputed retry may come
@@ -265,7 +267,13 @@ func (c Config) Next(p *Progress, env Env) Decision {
 		if dl := p.SentAt.Add(w); now.Before(dl) {
 			return wait(m, dl, ReasonAwaitingAck)
 		}
-		return c.afterFailure(p, env, Failure{Channel: m.Channel, Class: Transient, Reason: ReasonAckTimeout}, now, true)
+		d := c.afterFailure(p, env, Failure{Channel: m.Channel, Class: Transient, Reason: ReasonAckTimeout}, now, true)
+		if d.Action == ActionGiveUp && c.Channel(m.Channel).StoreAndForward && !m.ExpiresAt.IsZero() {
+			// The push waits in the channel's store until expiry: nothing
+			// failed, so keep waiting for its acknowledgement.
+			return wait(m, m.ExpiresAt, ReasonAwaitingAck)
+		}
+		return d
 	case message.StateFailed:
 		return c.afterFailure(p, env, p.LastFailure.failure(), p.LastFailure.At, false)
 	}

@@ -582,3 +582,48 @@ func TestDecisionHelpers(t *testing.T) {
 		t.Error("StartAttempt")
 	}
 }
+
+// TestStoreAndForwardWaitsUntilExpiry: when the ack window of a push on a
+// store-and-forward channel (the gateway) ends and nothing else can be
+// tried, the message keeps waiting for the acknowledgement until it
+// expires, recording nothing; the same channel without the flag gives up
+// with an alert, and one that can still fail over does.
+func TestStoreAndForwardWaitsUntilExpiry(t *testing.T) {
+	onlyGateway := policy.Env{Now: t0.Add(time.Minute), Channels: []policy.ChannelStat{stat(policy.ChannelGateway, 0, 0.9, 100)}}
+	events := []message.Event{accepted(nil), sending(1, "gateway", 0), sent(1, "gateway", time.Second)}
+	cfg := policy.DefaultConfig()
+	cfg.MaxAttempts = 1
+	p := replay(t, events...)
+	want := policy.Decision{Action: policy.ActionWait, At: t0.Add(ttl), Reason: policy.ReasonAwaitingAck}
+	if got := cfg.Next(p, onlyGateway); !reflect.DeepEqual(got, want) {
+		t.Fatalf("store and forward, attempts spent: %+v, want %+v", got, want)
+	}
+	// At expiry the message expires (no failure, no alert).
+	atExpiry := onlyGateway
+	atExpiry.Now = t0.Add(ttl)
+	if got := cfg.Next(p, atExpiry); got.Action != policy.ActionExpire {
+		t.Fatalf("at expiry: %+v, want Expire", got)
+	}
+
+	plain := cfg.Clone()
+	gw := plain.Channels[policy.ChannelGateway]
+	gw.StoreAndForward = false
+	plain.Channels[policy.ChannelGateway] = gw
+	if got := plain.Next(p, onlyGateway); got.Action != policy.ActionGiveUp || !got.Alert {
+		t.Fatalf("without store and forward: %+v, want a give-up with an alert", got)
+	}
+
+	// With attempts and another channel left, the ack timeout fails over
+	// as before: the device may never come back to the gateway, APNs can
+	// reach it.
+	cfg.MaxAttempts = 6
+	withAPNs := onlyGateway
+	withAPNs.Channels = append(withAPNs.Channels, stat(policy.ChannelAPNs, 1, 0.9, 100))
+	gwOut := cfg.Clone()
+	gwPol := gwOut.Channels[policy.ChannelGateway]
+	gwPol.Retry.MaxAttempts = 1
+	gwOut.Channels[policy.ChannelGateway] = gwPol
+	if got := gwOut.Next(p, withAPNs); got.Action != policy.ActionFailover || got.Channel != policy.ChannelAPNs {
+		t.Fatalf("with APNs left: %+v, want a failover to APNs", got)
+	}
+}

@@ -399,6 +399,7 @@ func TestGatewayLateDeliveryAfterFinalFailure(t *testing.T) {
 	pol.MaxAttempts = 1
 	gw := pol.Channels["gateway"]
 	gw.AckWindow = 100 * time.Millisecond
+	gw.StoreAndForward = false // give up when the ack window ends
 	pol.Channels["gateway"] = gw
 	in := platformtest.StartWith(t, platform.Config{Policy: func() policy.Config { return pol }})
 	c := gatewayApp(t, in)
@@ -502,4 +503,43 @@ func appIDOf(t *testing.T, in *platformtest.Instance, c *client.Client) string {
 	}
 	t.Fatalf("no app with key %s", c.AppKey)
 	return ""
+}
+
+// TestGatewayOfflineDeviceWaitsUntilExpiry: with the default policy the
+// gateway is store-and-forward: when a push to an offline device is not
+// acknowledged and nothing else can be tried, the message neither fails
+// nor alerts; it waits for the device until it expires.
+func TestGatewayOfflineDeviceWaitsUntilExpiry(t *testing.T) {
+	pol := platformtest.FastPolicy()
+	pol.MaxAttempts = 1
+	gw := pol.Channels["gateway"]
+	gw.AckWindow = 100 * time.Millisecond
+	pol.Channels["gateway"] = gw
+	if !gw.StoreAndForward {
+		t.Fatal("the default gateway policy is not store-and-forward")
+	}
+	in := platformtest.StartWith(t, platform.Config{Policy: func() policy.Config { return pol }})
+	c := gatewayApp(t, in)
+	register(t, c, "away", "")
+	waiting := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"away"}}, Notification: &message.Notification{Title: "waits"}, TTL: 3600})
+	brief := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"away"}}, Notification: &message.Notification{Title: "brief"}, TTL: 1})
+	// The brief one expires; by then the other's ack window ended long ago.
+	platformtest.Eventually(t, 10*time.Second, "the brief push expired", func() bool { return status(t, c, brief).State == message.StateExpired })
+	for _, id := range []string{waiting, brief} {
+		for _, e := range history(t, c, id) {
+			if e.Type == message.TypeFailed {
+				t.Errorf("%s: %s %s, want no failure", id, e.Type, e.Data)
+			}
+		}
+	}
+	if s := status(t, c, waiting); s.State != message.StateSent {
+		t.Fatalf("the waiting push is %s, want sent", s.State)
+	}
+	d := connect(t, c, "away", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "delivered on connect", func() bool {
+		return d.has(waiting) && status(t, c, waiting).State == message.StateDelivered
+	})
+	if d.has(brief) {
+		t.Error("the expired push reached the device")
+	}
 }
