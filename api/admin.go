@@ -183,11 +183,24 @@ func (s *Server) postBlacklist(c echo.Context) error {
 	if err := s.appCommand(c, cmds...); err != nil {
 		return err
 	}
-	// Devices blacklisted by id lose their live connection now; by user or
-	// group, at their next connect.
-	if r.Kind == app.KindDevice {
-		for _, d := range r.Add {
-			s.revoke(c.Param("id"), d, true)
+	// The devices blacklisted lose their live connection now: by id, or
+	// every device of the user (alias) or group (tag).
+	appID := c.Param("id")
+	for _, v := range r.Add {
+		var err error
+		revoke := func(d string) bool { s.revoke(appID, d, true); return true }
+		switch r.Kind {
+		case app.KindDevice:
+			revoke(v)
+		case app.KindUser:
+			err = s.reg.ByAlias(appID, v, revoke)
+		case app.KindGroup:
+			err = s.reg.ByTag(appID, v, revoke)
+		}
+		if err != nil {
+			// Recorded and answered: such devices are refused at their
+			// next connect all the same.
+			s.log.Error("blacklist: disconnecting devices", "app", appID, "kind", r.Kind, "value", v, "err", err)
 		}
 	}
 	return nil

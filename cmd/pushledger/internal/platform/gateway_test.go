@@ -485,6 +485,25 @@ func TestGatewayRefusesRevokedDevices(t *testing.T) {
 	platformtest.Eventually(t, 10*time.Second, "3508 to the blacklisted device", func() bool {
 		return sent(wire.CodeDeviceBlocked) == 1 && !in.P.Gateway.Online(c.AppKey, "stolen")
 	})
+	// By user (alias) and by group (tag): every device of theirs.
+	register(t, c, "mallory-phone", "mallory")
+	register(t, c, "shared-tablet", "")
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/shared-tablet/tags", nil, map[string]any{"add": []string{"lost"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	connect(t, c, "mallory-phone", t.TempDir())
+	connect(t, c, "shared-tablet", t.TempDir())
+	platformtest.Eventually(t, 10*time.Second, "online", func() bool {
+		return in.P.Gateway.Online(c.AppKey, "mallory-phone") && in.P.Gateway.Online(c.AppKey, "shared-tablet")
+	})
+	for _, bl := range []map[string]any{{"kind": "user", "add": []string{"mallory"}}, {"kind": "group", "add": []string{"lost"}}} {
+		if err := in.Admin.Do(context.Background(), http.MethodPost, "/admin/v1/apps/"+appID+"/blacklist", nil, bl, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	platformtest.Eventually(t, 10*time.Second, "3508 to the user's and the group's devices", func() bool {
+		return sent(wire.CodeDeviceBlocked) == 3 && !in.P.Gateway.Online(c.AppKey, "mallory-phone") && !in.P.Gateway.Online(c.AppKey, "shared-tablet")
+	})
 }
 
 // appIDOf finds the id of c's app.
