@@ -33,6 +33,16 @@ type Authenticator interface {
 	Authenticate(appKey, deviceID string, credential []byte, now time.Time) error
 }
 
+// IssueTimes is an Authenticator that can also tell when a credential it
+// accepted was issued. The server then records it in Conn.IssuedAt, so
+// that the Handler can refuse a credential issued before something that
+// revokes it (the device logged out and registered again since).
+type IssueTimes interface {
+	// IssuedAt returns the credential's issue time in unix seconds, and
+	// false when it cannot tell. Same contract as Authenticate.
+	IssuedAt(credential []byte) (int64, bool)
+}
+
 // AuthError rejects a CONNECT with a chosen DISCONNECT code and reason,
 // such as wire.CodeCredentialRevoked, wire.CodeAppDisabled or
 // wire.CodeDeviceBlocked from an Authenticator the platform plugs in.
@@ -258,4 +268,17 @@ func (c *Credentials) Authenticate(appKey, deviceID string, credential []byte, n
 	return c.Verify(appKey, deviceID, credential, now)
 }
 
-var _ Authenticator = (*Credentials)(nil)
+// IssuedAt implements IssueTimes: the iat of a credential of c's form
+// (it does not verify it; Authenticate does).
+func (c *Credentials) IssuedAt(credential []byte) (int64, bool) {
+	parts := strings.SplitN(string(credential), ".", 6)
+	if len(parts) != 5 || parts[0] != credentialPrefix {
+		return 0, false
+	}
+	return parseSeconds(parts[2])
+}
+
+var (
+	_ Authenticator = (*Credentials)(nil)
+	_ IssueTimes    = (*Credentials)(nil)
+)

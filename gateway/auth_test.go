@@ -28,6 +28,14 @@ func TestCredentials(t *testing.T) {
 	if want := "v1.2026-01.1795488044.1795491644."; !strings.HasPrefix(string(cred), want) || len(cred) != len(want)+43 {
 		t.Errorf("credential %q, want %q + 43 characters", cred, want)
 	}
+	if iat, ok := before.IssuedAt(cred); !ok || iat != now.Unix() {
+		t.Errorf("IssuedAt = %d %v, want %d", iat, ok, now.Unix())
+	}
+	for _, bad := range []string{"", "v1.k.x.0.mac", "v2.k.1.0.mac", "v1.k.01.0.mac", "v1.k.1.0"} {
+		if iat, ok := before.IssuedAt([]byte(bad)); ok {
+			t.Errorf("IssuedAt(%q) = %d, want none", bad, iat)
+		}
+	}
 	tests := []struct {
 		name string
 		c    *gateway.Credentials

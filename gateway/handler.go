@@ -47,6 +47,9 @@ type Conn struct {
 	// Remote is the device's address: from the PROXY header when
 	// Config.ProxyProtocol is on, else the TCP peer.
 	Remote netip.AddrPort
+	// IssuedAt is when the device's credential was issued (unix seconds),
+	// when the Authenticator tells (IssueTimes); 0 otherwise.
+	IssuedAt int64
 }
 
 // Disconnect says how a connection ended.

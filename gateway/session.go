@@ -359,6 +359,9 @@ func (ss *session) connect(f *wire.Connect) {
 		ss.disconnect(wire.CodeFor(err), retry, truncateReason(reason))
 		return
 	}
+	if it, ok := s.auth.(IssueTimes); ok {
+		ss.conn.IssuedAt, _ = it.IssuedAt(f.Credential)
+	}
 	hb := s.hb.Load()
 	ss.hbVersion = hb.version
 	ss.idle = s.ticks(hb.hb.IdleTimeout)

@@ -241,8 +241,8 @@ func (c *Channel) OnConnect(conn gateway.Conn, lastAcked wire.MessageID) {
 	if !lastAcked.IsZero() {
 		c.OnAck(conn, []wire.MessageID{lastAcked})
 	}
-	key, device := conn.AppKey, conn.DeviceID
-	c.submit(func() { c.flush(key, device) })
+	key, device, issued := conn.AppKey, conn.DeviceID, conn.IssuedAt
+	c.submit(func() { c.flush(key, device, issued) })
 }
 
 // OnAck implements gateway.Handler.
@@ -293,19 +293,23 @@ func (c *Channel) submit(f func()) {
 	}
 }
 
-// flush pushes what waits for device of the app with key.
-func (c *Channel) flush(key, device string) {
+// flush pushes what waits for device of the app with key, whose
+// credential was issued at issued (unix seconds; 0: unknown).
+func (c *Channel) flush(key, device string, issued int64) {
 	a, ok := c.cfg.Apps.ByKey(key)
 	if !ok {
 		return
 	}
 	// The credential verified without I/O on the event loop; here, off it,
 	// the registry says whether the device may still connect: one logged
-	// out (or never registered) is disconnected with 3505, one the app
-	// blacklisted with 3508, and neither gets anything.
+	// out (or never registered), or whose credential was issued before its
+	// latest registration (it logged out and registered again since), is
+	// disconnected with 3505, one the app blacklisted with 3508, and none
+	// of them gets anything.
 	v, err := c.cfg.Devices.Device(a.ID, device)
 	switch {
-	case errors.Is(err, projections.ErrNotFound) || (err == nil && !v.Active):
+	case errors.Is(err, projections.ErrNotFound) || (err == nil && !v.Active),
+		err == nil && issued != 0 && issued < v.RegisteredAt.Unix():
 		c.srv.Disconnect(key, device, wire.CodeCredentialRevoked)
 		return
 	case err != nil:

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -561,4 +562,29 @@ func TestGatewayOfflineDeviceWaitsUntilExpiry(t *testing.T) {
 	if d.has(brief) {
 		t.Error("the expired push reached the device")
 	}
+}
+
+// TestGatewayRefusesCredentialsFromBeforeARegistration: a device that
+// logged out and registered again cannot connect with a credential issued
+// before (a copy of the old one), only with one issued since.
+func TestGatewayRefusesCredentialsFromBeforeARegistration(t *testing.T) {
+	var ahead atomic.Int64 // the platform's clock, ahead of the wall clock
+	in := platformtest.StartWith(t, platform.Config{Now: func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }})
+	c := gatewayApp(t, in)
+	register(t, c, "phoenix", "")
+	old, err := c.GatewayAccess(context.Background(), "phoenix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/phoenix/logout", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	ahead.Store(int64(2 * time.Second)) // the next registration is in a later second
+	register(t, c, "phoenix", "")
+	if code := refusal(t, c, "phoenix", old); code != wire.CodeCredentialRevoked {
+		t.Fatalf("credential from before the registration refused with %d, want 3505", code)
+	}
+	d := connect(t, c, "phoenix", t.TempDir()) // a new credential
+	id := send(t, c, api.MessageRequest{Audience: message.Audience{DeviceIDs: []string{"phoenix"}}, Notification: &message.Notification{Title: "back"}})
+	platformtest.Eventually(t, 10*time.Second, "delivered with the new credential", func() bool { return d.has(id) })
 }

@@ -246,7 +246,9 @@ func (p *Platform) openGateway(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("gateway.key: %w", err)
 	}
-	var credOpts []gateway.CredentialsOption
+	// Issued on the platform's clock, which also times registrations: a
+	// credential issued before the device's latest registration is refused.
+	credOpts := []gateway.CredentialsOption{gateway.WithClock(cfg.Now)}
 	if cfg.GatewayCredentialTTL > 0 {
 		credOpts = append(credOpts, gateway.WithTTL(cfg.GatewayCredentialTTL))
 	}
@@ -285,6 +287,9 @@ type deviceAuth struct {
 	creds *gateway.Credentials
 	apps  *projections.Apps
 }
+
+// IssuedAt implements gateway.IssueTimes.
+func (d deviceAuth) IssuedAt(credential []byte) (int64, bool) { return d.creds.IssuedAt(credential) }
 
 func (d deviceAuth) Authenticate(appKey, deviceID string, credential []byte, now time.Time) error {
 	if err := d.creds.Verify(appKey, deviceID, credential, now); err != nil {
