@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pushledger/pushledger/adapters/ledger"
+	"github.com/pushledger/pushledger/domain/app"
 	"github.com/pushledger/pushledger/domain/device"
 	"github.com/pushledger/pushledger/domain/message"
 )
@@ -427,6 +428,49 @@ type Blacklist interface {
 	Excludes(deviceID, alias string, tags []string) bool
 }
 
+// listedBlacklist is a Blacklist that can list its values (*app.App).
+type listedBlacklist interface {
+	BlacklistValues(kind string) []string
+}
+
+// activeExcluded counts the active devices of app that bl excludes, when it
+// can list them: a broadcast's target count leaves them out.
+func (r Registry) activeExcluded(appID string, bl Blacklist) (int, error) {
+	lb, ok := bl.(listedBlacklist)
+	if !ok {
+		return 0, nil
+	}
+	ids := map[string]struct{}{}
+	add := func(id string) bool { ids[id] = struct{}{}; return true }
+	for _, id := range lb.BlacklistValues(app.KindDevice) {
+		add(id)
+	}
+	for _, alias := range lb.BlacklistValues(app.KindUser) {
+		if err := r.ByAlias(appID, alias, add); err != nil {
+			return 0, err
+		}
+	}
+	for _, tag := range lb.BlacklistValues(app.KindGroup) {
+		if err := r.ByTag(appID, tag, add); err != nil {
+			return 0, err
+		}
+	}
+	n := 0
+	for id := range ids {
+		v, err := r.brief(appID, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		if v.Active {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // ErrEmptyAudience: the audience resolves to no device.
 var ErrEmptyAudience = errors.New("audience resolves to no device")
 
@@ -458,7 +502,11 @@ func (r Registry) Resolve(app string, aud message.Audience, bl Blacklist) (ids [
 	switch {
 	case aud.Broadcast:
 		c, err := r.ActiveCount(app)
-		return nil, int(c), err
+		if err != nil {
+			return nil, 0, err
+		}
+		excluded, err := r.activeExcluded(app, bl)
+		return nil, int(c) - min(excluded, int(c)), err
 	case len(aud.DeviceIDs) > 0:
 		for _, id := range aud.DeviceIDs {
 			if err := check(id); err != nil {

@@ -546,12 +546,17 @@ func TestResolve(t *testing.T) {
 			}
 		})
 	}
-	// Broadcasts are counted, not listed (and not filtered: the count is
-	// the app's active devices).
-	for _, bl := range []projections.Blacklist{nil, blDevice} {
-		got, n, err := reg.Resolve("app1", message.Audience{Broadcast: true}, bl)
-		if err != nil || got != nil || n != 5 {
-			t.Fatalf("broadcast = %v, %d, %v; want nil, 5", got, n, err)
+	// Broadcasts are counted, not listed: the app's active devices, less
+	// the active ones the blacklist excludes (each once; logged-out and
+	// unknown ones are not counted).
+	for _, c := range []struct {
+		name string
+		bl   projections.Blacklist
+		want int
+	}{{"none", nil, 5}, {"empty", blNone, 5}, {"d1", blDevice, 4}, {"alice", blUser, 3}, {"beta", blGroup, 3}, {"vip and d404", blVip, 3}} {
+		got, n, err := reg.Resolve("app1", message.Audience{Broadcast: true}, c.bl)
+		if err != nil || got != nil || n != c.want {
+			t.Fatalf("broadcast, blacklist %s = %v, %d, %v; want nil, %d", c.name, got, n, err, c.want)
 		}
 	}
 	if got, n, err := reg.Resolve("app404", message.Audience{Broadcast: true}, nil); err != nil || got != nil || n != 0 {

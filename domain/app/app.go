@@ -178,6 +178,11 @@ func (a *App) Blacklisted(kind, value string) bool {
 	return ok
 }
 
+// BlacklistValues returns the blacklisted values of kind, sorted.
+func (a *App) BlacklistValues(kind string) []string {
+	return slices.Sorted(maps.Keys(a.Blacklist[kind]))
+}
+
 // Excludes reports whether the blacklist excludes a device: by its id, its
 // user alias, or one of its tags (groups).
 func (a *App) Excludes(deviceID, alias string, tags []string) bool {
