@@ -142,7 +142,23 @@ func deviceCmd() *cobra.Command {
 	f.String("alias", "", "bind this user alias")
 	f.StringSlice("tag", nil, "add tags (repeatable)")
 	_ = reg.MarkFlagRequired("id")
-	root.AddCommand(reg, deviceRunCmd())
+	logout := &cobra.Command{
+		Use:   "logout DEVICE_ID",
+		Short: "Log a device out: it gets no more pushes, and its gateway connection is closed (3505)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := apiClient(cmd, false)
+			if err != nil {
+				return err
+			}
+			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/devices/"+url.PathEscape(args[0])+"/logout", nil, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "logged out:", args[0])
+			return nil
+		},
+	}
+	root.AddCommand(reg, logout, deviceRunCmd())
 	return root
 }
 

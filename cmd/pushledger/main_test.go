@@ -309,8 +309,8 @@ func TestDeviceRun(t *testing.T) {
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
-	var devOut syncBuffer
-	root := newRoot(&devOut, &bytes.Buffer{})
+	var devOut, devErr syncBuffer
+	root := newRoot(&devOut, &devErr)
 	root.SetArgs([]string{"device", "run", "--count", "2", "--prefix", "sim-", "--open-rate", "1"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -343,6 +343,14 @@ func TestDeviceRun(t *testing.T) {
 	if err != nil || !strings.Contains(out, `"targeted": false`) || strings.Contains(out, `"delivered_at"`) {
 		t.Errorf("status --device sim-1: %v\n%s", err, out)
 	}
+	// Logging a device out closes its connection; the simulator reports
+	// the refusal.
+	if out, err := run(t, env, "device", "logout", "sim-1"); err != nil || !strings.Contains(out, "logged out: sim-1") {
+		t.Fatalf("device logout: %v %s", err, out)
+	}
+	platformtest.Eventually(t, 10*time.Second, "sim-1 disconnected", func() bool {
+		return !in.P.Gateway.Online(env["PUSHLEDGER_APP_KEY"], "sim-1") && strings.Contains(devErr.String(), "device sim-1 stopped")
+	})
 }
 
 // TestCLIRefusesBadInputLocally: errors the CLI can see without a server
