@@ -493,16 +493,19 @@ func (ss *session) unregister() {
 
 // deadline is the tick at which timer must look at the session again.
 func (ss *session) deadline() int64 {
+	// lastSeen and opened are the tick a frame or the socket came in,
+	// rounded down; one tick more keeps a timeout from firing early (it
+	// fires up to a tick late, as the configuration says).
 	switch ss.state {
 	case stateOpen:
-		return ss.lastSeen + ss.idle
+		return ss.lastSeen + ss.idle + 1
 	case stateClosing:
 		if ss.pendingShut {
 			return ss.s.now() + 1
 		}
 		return ss.closeAt
 	default:
-		return ss.opened + ss.s.ticks(ss.s.cfg.ConnectTimeout)
+		return ss.opened + ss.s.ticks(ss.s.cfg.ConnectTimeout) + 1
 	}
 }
 
