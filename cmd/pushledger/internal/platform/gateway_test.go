@@ -421,6 +421,21 @@ func TestGatewayLateDeliveryAfterFinalFailure(t *testing.T) {
 	}
 }
 
+// credentialThenLogout registers device, fetches its credential, then
+// logs it out, and returns the credential.
+func credentialThenLogout(t *testing.T, c *client.Client, device string) client.GatewayAccess {
+	t.Helper()
+	register(t, c, device, "")
+	acc, err := c.GatewayAccess(context.Background(), device)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/"+device+"/logout", nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	return acc
+}
+
 // refusal runs the SDK of device with credential acc until the server
 // refuses it for good, and returns the code of the refusal.
 func refusal(t *testing.T, c *client.Client, device string, acc client.GatewayAccess) wire.Code {
@@ -449,14 +464,7 @@ func refusal(t *testing.T, c *client.Client, device string, acc client.GatewayAc
 func TestGatewayRefusesRevokedDevices(t *testing.T) {
 	in := platformtest.Start(t, "")
 	c := gatewayApp(t, in)
-	register(t, c, "gone", "")
-	acc, err := c.GatewayAccess(context.Background(), "gone")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/gone/logout", nil, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	acc := credentialThenLogout(t, c, "gone")
 	if code := refusal(t, c, "gone", acc); code != wire.CodeCredentialRevoked {
 		t.Errorf("logged-out device refused with %d, want 3505", code)
 	}
@@ -571,14 +579,7 @@ func TestGatewayRefusesCredentialsFromBeforeARegistration(t *testing.T) {
 	var ahead atomic.Int64 // the platform's clock, ahead of the wall clock
 	in := platformtest.StartWith(t, platform.Config{Now: func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }})
 	c := gatewayApp(t, in)
-	register(t, c, "phoenix", "")
-	old, err := c.GatewayAccess(context.Background(), "phoenix")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Do(context.Background(), http.MethodPost, "/v1/devices/phoenix/logout", nil, nil, nil); err != nil {
-		t.Fatal(err)
-	}
+	old := credentialThenLogout(t, c, "phoenix")
 	ahead.Store(int64(2 * time.Second)) // the next registration is in a later second
 	register(t, c, "phoenix", "")
 	if code := refusal(t, c, "phoenix", old); code != wire.CodeCredentialRevoked {
