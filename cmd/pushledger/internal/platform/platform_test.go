@@ -272,6 +272,8 @@ func TestIdempotencyKey(t *testing.T) {
 		t.Fatal("another key returned the same message")
 	}
 	platformtest.Eventually(t, 10*time.Second, "two webhook calls", func() bool { return rcv.count() >= 2 })
+	// The webhook's answer is recorded after the call returns.
+	platformtest.Eventually(t, 10*time.Second, "the repeated message sent", func() bool { return status(t, c, a).State == message.StateSent })
 	if n := len(history(t, c, a)); n != 3 {
 		t.Fatalf("the repeated message has %d events, want 3 (accepted, sending, sent)", n)
 	}
