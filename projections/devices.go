@@ -426,31 +426,28 @@ type Blacklist interface {
 	// Excludes reports whether a device is blacklisted: by id, user alias
 	// or tag.
 	Excludes(deviceID, alias string, tags []string) bool
-}
-
-// listedBlacklist is a Blacklist that can list its values (*app.App).
-type listedBlacklist interface {
+	// BlacklistValues lists the blacklisted values of a kind (app.KindDevice,
+	// app.KindUser, app.KindGroup).
 	BlacklistValues(kind string) []string
 }
 
-// activeExcluded counts the active devices of app that bl excludes, when it
-// can list them: a broadcast's target count leaves them out.
+// activeExcluded counts the active devices of app that bl excludes: a
+// broadcast's target count leaves them out.
 func (r Registry) activeExcluded(appID string, bl Blacklist) (int, error) {
-	lb, ok := bl.(listedBlacklist)
-	if !ok {
+	if bl == nil {
 		return 0, nil
 	}
 	ids := map[string]struct{}{}
 	add := func(id string) bool { ids[id] = struct{}{}; return true }
-	for _, id := range lb.BlacklistValues(app.KindDevice) {
+	for _, id := range bl.BlacklistValues(app.KindDevice) {
 		add(id)
 	}
-	for _, alias := range lb.BlacklistValues(app.KindUser) {
+	for _, alias := range bl.BlacklistValues(app.KindUser) {
 		if err := r.ByAlias(appID, alias, add); err != nil {
 			return 0, err
 		}
 	}
-	for _, tag := range lb.BlacklistValues(app.KindGroup) {
+	for _, tag := range bl.BlacklistValues(app.KindGroup) {
 		if err := r.ByTag(appID, tag, add); err != nil {
 			return 0, err
 		}
