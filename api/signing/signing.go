@@ -539,7 +539,7 @@ func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte, max
 	if err := checkNonce(nonce); err != nil {
 		return Credentials{}, err
 	}
-	sig, lower, ok := parseSignature(sigHex)
+	sig, ok := parseSignature(sigHex)
 	if !ok {
 		return Credentials{}, &MalformedError{Field: HeaderSignature, Reason: "must be 64 lowercase hex digits"}
 	}
@@ -571,7 +571,7 @@ func (v *Verifier) verify(ctx context.Context, r *http.Request, body []byte, max
 	var buf [256]byte
 	msg := appendStringToSign(buf[:0], r.Method, r.URL.EscapedPath(), cq, ts, nonce, body)
 	var sum [sha256.Size]byte
-	if match := hmac.Equal(mac(sum[:0], creds.Secret, msg), sig[:]); !match || !lower {
+	if !hmac.Equal(mac(sum[:0], creds.Secret, msg), sig[:]) || strings.ContainsAny(sigHex, "ABCDEF") {
 		return Credentials{}, &SignatureError{StringToSign: string(msg)}
 	}
 
@@ -614,31 +614,22 @@ func parseTimestamp(s string) (int64, error) {
 	return n, nil
 }
 
-// parseSignature decodes 64 hex digits; ok is false when s is not 64 hex
-// digits (of either case), and lower reports whether every digit is
-// lowercase, the only encoding the scheme allows. An upper-case signature is
-// decoded all the same so that Verify rejects it at the signature step, as a
-// signature that does not match (ErrBadSignature).
-func parseSignature(s string) (sig [sha256.Size]byte, lower, ok bool) {
+// parseSignature decodes 64 hex digits (either case: an upper-case
+// signature is refused at the signature step, as one that does not match).
+func parseSignature(s string) (sig [sha256.Size]byte, ok bool) {
 	if len(s) != 2*sha256.Size {
-		return sig, false, false
+		return sig, false
 	}
-	lower = true
 	for i := range sig {
 		hi, ok1 := unhex(s[2*i])
 		lo, ok2 := unhex(s[2*i+1])
 		if !ok1 || !ok2 {
-			return sig, false, false
-		}
-		if isUpperHex(s[2*i]) || isUpperHex(s[2*i+1]) {
-			lower = false
+			return sig, false
 		}
 		sig[i] = hi<<4 | lo
 	}
-	return sig, lower, true
+	return sig, true
 }
-
-func isUpperHex(c byte) bool { return 'A' <= c && c <= 'F' }
 
 func checkNonce(s string) error {
 	ok := len(s) >= MinNonceLen && len(s) <= MaxNonceLen
