@@ -193,8 +193,8 @@ func Decide(m *Message, c Command, now time.Time) ([]Event, error) {
 		if len(c.DeviceIDs) > MaxDeliveriesPerEvent {
 			return nil, fmt.Errorf("%w: more than %d devices", ErrInvalid, MaxDeliveriesPerEvent)
 		}
-		if c.AppID != "" && c.AppID != m.AppID {
-			return nil, fmt.Errorf("%w: message of another app", ErrNotFound)
+		if err := m.ofApp(c.AppID); err != nil {
+			return nil, err
 		}
 		var ids []string
 		for _, id := range c.DeviceIDs {
@@ -261,11 +261,20 @@ func (m *Message) targets(id string) bool {
 	return ok
 }
 
+// ofApp checks that m is app's (when app is given): another app's message
+// is not found.
+func (m *Message) ofApp(app string) error {
+	if app != "" && app != m.AppID {
+		return fmt.Errorf("%w: message of another app", ErrNotFound)
+	}
+	return nil
+}
+
 // acknowledgeable checks that a device of app (when given) may record an
 // acknowledgement or open of m.
 func (m *Message) acknowledgeable(app, device string) error {
-	if app != "" && app != m.AppID {
-		return fmt.Errorf("%w: message of another app", ErrNotFound)
+	if err := m.ofApp(app); err != nil {
+		return err
 	}
 	if !m.targets(device) {
 		return fmt.Errorf("%w: %s", ErrNotTarget, device)
