@@ -186,9 +186,9 @@ func (s *Server) postBlacklist(c echo.Context) error {
 	// The devices blacklisted lose their live connection now: by id, or
 	// every device of the user (alias) or group (tag).
 	appID := c.Param("id")
+	revoke := func(d string) bool { s.revoke(appID, d, true); return true }
 	for _, v := range r.Add {
 		var err error
-		revoke := func(d string) bool { s.revoke(appID, d, true); return true }
 		switch r.Kind {
 		case app.KindDevice:
 			revoke(v)

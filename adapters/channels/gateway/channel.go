@@ -307,13 +307,13 @@ func (c *Channel) flush(key, device string, issued int64) {
 	// disconnected with 3505, one the app blacklisted with 3508, and none
 	// of them gets anything.
 	v, err := c.cfg.Devices.Device(a.ID, device)
-	switch {
-	case errors.Is(err, projections.ErrNotFound) || (err == nil && !v.Active),
-		err == nil && issued != 0 && issued < v.RegisteredAt.Unix():
-		c.srv.Disconnect(key, device, wire.CodeCredentialRevoked)
-		return
-	case err != nil:
+	if err != nil && !errors.Is(err, projections.ErrNotFound) {
 		c.cfg.Logger.Error("gateway: device registry", "app", a.ID, "device", device, "err", err)
+		return
+	}
+	switch {
+	case err != nil || !v.Active || (issued != 0 && issued < v.RegisteredAt.Unix()):
+		c.srv.Disconnect(key, device, wire.CodeCredentialRevoked)
 		return
 	case a.Excludes(v.DeviceID, v.Alias, v.Tags):
 		c.srv.Disconnect(key, device, wire.CodeDeviceBlocked)
