@@ -167,12 +167,11 @@ func loadConfig(flags *pflag.FlagSet) (Config, error) {
 		return Config{}, ferr
 	}
 	var c Config
-	// koanf's own decoding, plus ErrorUnused: a mistyped key in the file
-	// (say datadir) is an error, not a setting silently left at its default.
+	// koanf's decoding (it sets the result and the tag), plus ErrorUnused: a
+	// mistyped key in the file (say datadir) is an error, not a setting
+	// silently left at its default.
 	dc := &mapstructure.DecoderConfig{
 		DecodeHook:       mapstructure.StringToTimeDurationHookFunc(),
-		Result:           &c,
-		TagName:          "koanf",
 		WeaklyTypedInput: true,
 		ErrorUnused:      true,
 	}
